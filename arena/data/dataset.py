@@ -1,0 +1,110 @@
+"""Map-style dataset over a tokenized pair table, with A/B swap augmentation.
+
+Views (``view``):
+    ``plain``   index ``i`` is row ``i`` as read (``len == n_rows``).
+    ``both``    index ``i < n`` is row ``i``, index ``n + i`` is row ``i`` swapped
+                (``len == 2 * n_rows``); the batch sampler decides which indices an epoch draws
+                (both, or one of the two by a seeded coin), so the dataset itself holds no
+                randomness and works the same in DataLoader workers.
+    ``pair``    index ``i`` is row ``i`` carrying both orders (``input_ids`` and
+                ``input_ids_swapped``) for swap TTA and swap-consistency metrics.
+
+Swapping flips everything that refers to a side: the label, the soft target, every teacher's
+probability vector and the engineered features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from arena.data.format import Formatter
+from arena.data.swap import swap_label, swap_probs
+from arena.data.tokenize import TokenizedPairs
+
+View = Literal["plain", "both", "pair"]
+
+
+@dataclass(frozen=True)
+class PairArrays:
+    """Everything a row carries besides its text, as arrays aligned with the tokens.
+
+    Attributes:
+        labels: (n,) int, -1 when unlabeled.
+        targets: (n, C) float32 soft or one-hot targets (all zero when unlabeled).
+        teachers: (n, N, C) float32 teacher probabilities or None.
+        features: (n, F) float32 normalised engineered features or None.
+    """
+
+    labels: np.ndarray
+    targets: np.ndarray
+    teachers: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Formats rows on access; swapping works on ids, so it never re-tokenizes.
+
+    Args:
+        tokens: turn-level ids of the table.
+        arrays: labels, targets, teachers and features aligned with ``tokens``.
+        formatter: template + budget.
+        view: one of the views above.
+        swap_features: maps a (F,) feature vector to that of the swapped pair.
+    """
+
+    def __init__(
+        self,
+        tokens: TokenizedPairs,
+        arrays: PairArrays,
+        formatter: Formatter,
+        view: View = "plain",
+        swap_features: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
+        if len(arrays.labels) != len(tokens):
+            raise ValueError(f"{len(arrays.labels)} label rows for {len(tokens)} tokenized rows")
+        if arrays.features is not None and view != "plain" and swap_features is None:
+            raise ValueError("features with swapped views need swap_features")
+        self.tokens, self.arrays, self.formatter = tokens, arrays, formatter
+        self.view, self.swap_features = view, swap_features
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.tokens)
+
+    def __len__(self) -> int:
+        return 2 * self.n_rows if self.view == "both" else self.n_rows
+
+    def row_lengths(self) -> np.ndarray:
+        """(n_rows,) formatted length of every row (the same in both orders)."""
+        return np.array([self.formatter.length(*self.tokens.fields(i)) for i in range(self.n_rows)])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row, swapped = index % self.n_rows, index >= self.n_rows
+        prompt, a, b = self.tokens.fields(row)
+        item = self._side_arrays(row, swapped)
+        item["input_ids"] = self.formatter(prompt, a, b, swap=swapped)
+        if self.view == "pair":
+            item["input_ids_swapped"] = self.formatter(prompt, a, b, swap=True)
+        return item
+
+    def _side_arrays(self, row: int, swapped: bool) -> dict[str, Any]:
+        arr = self.arrays
+        label, target = int(arr.labels[row]), arr.targets[row]
+        item: dict[str, Any] = {"index": row, "swapped": swapped}
+        item["label"] = swap_label(label) if swapped else label
+        item["target"] = swap_probs(target) if swapped else target
+        if arr.teachers is not None:
+            item["teachers"] = swap_probs(arr.teachers[row]) if swapped else arr.teachers[row]
+        if arr.features is not None:
+            feats = arr.features[row]
+            item["features"] = (
+                self.swap_features(feats) if swapped and self.swap_features else feats
+            )
+            if self.view == "pair" and self.swap_features is not None:
+                item["features_swapped"] = self.swap_features(feats)
+        return item

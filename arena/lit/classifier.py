@@ -1,0 +1,188 @@
+"""``ClassifierModule``: the pairwise reward classifier as a LightningModule.
+
+Batches come from :class:`arena.data.PreferenceDataModule`. Validation batches may carry both
+orders of every pair (``2B`` sequences, originals first): the module then reports plain metrics,
+swap-TTA metrics (``_tta`` keys: mean of the prediction and the un-swapped prediction of the
+swapped input) and ``val/swap_consistency``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from arena.distributed import shard_model
+from arena.lit.metrics import make_metrics
+from arena.losses import PreferenceLoss
+from arena.models import load_trainable_state_dict
+from arena.models.checkpoint import read_trainable
+
+Batch = dict[str, torch.Tensor]
+
+
+def swap_probs_t(p: torch.Tensor) -> torch.Tensor:
+    """(B, C) probabilities of (A, B[, tie]) -> those of the swapped pair."""
+    order = [1, 0, 2][: p.shape[-1]]
+    return p[..., order]
+
+
+def gather_rows(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
+    """Concatenate (n_r, ...) tensors of every rank, n_r possibly different per rank."""
+    if module.trainer.world_size == 1:
+        return x
+    n = module.all_gather(torch.tensor(x.shape[0], device=x.device))
+    longest = int(n.max())
+    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    every = module.all_gather(padded)
+    return torch.cat([every[r, : int(n[r])] for r in range(every.shape[0])])
+
+
+class ClassifierModule(L.LightningModule):
+    """Reward classifier: backbone + pooling + head, CE on hard or soft targets.
+
+    Args:
+        model_factory: builds the :class:`arena.models.PreferenceModel`; called in
+            :meth:`configure_model` so that sharding strategies build it in their context.
+        optimizer: partial optimizer taking parameter groups (e.g. ``torch.optim.AdamW``).
+        scheduler: partial ``transformers.get_scheduler`` taking ``optimizer``,
+            ``num_warmup_steps`` and ``num_training_steps``; None for a constant rate.
+        n_classes: 2 or 3.
+        loss: training loss; defaults to plain CE.
+        head_lr: learning rate of the head; None uses the optimizer's.
+        warmup_ratio: share of the training steps spent warming up.
+        init_from: checkpoint dir (or run dir) whose trained weights start this run; its
+            optimizer state is not used.
+        shard_layer: decoder-layer class sharded one unit each under ``trainer=fsdp``.
+    """
+
+    def __init__(
+        self,
+        model_factory: Callable[[], torch.nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        n_classes: int = 2,
+        loss: torch.nn.Module | None = None,
+        head_lr: float | None = None,
+        warmup_ratio: float = 0.0,
+        init_from: str | None = None,
+        shard_layer: str | None = None,
+    ):
+        super().__init__()
+        self.model_factory, self.optimizer_factory = model_factory, optimizer
+        self.scheduler_factory = scheduler
+        self.n_classes, self.head_lr, self.warmup_ratio = n_classes, head_lr, warmup_ratio
+        self.init_from, self.shard_layer = init_from, shard_layer
+        self.loss = loss if loss is not None else PreferenceLoss()
+        self.eval_loss = PreferenceLoss()
+        self.model: torch.nn.Module | None = None
+        self.val_metrics = make_metrics(n_classes).clone(prefix="val/")
+        self.val_metrics_tta = make_metrics(n_classes).clone(prefix="val/", postfix="_tta")
+        self.swap_consistency = MeanMetric()
+        self.val_outputs: list[dict[str, torch.Tensor]] = []
+        self.val_predictions: dict[str, torch.Tensor] | None = None
+        self.strict_loading = False  # checkpoints hold only the trained parameters
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        model = self.model_factory()
+        if self.init_from is not None:
+            load_trainable_state_dict(model, read_trainable(self.init_from))
+        if self.device_mesh is not None:
+            if self.shard_layer is None:
+                raise ValueError("trainer=fsdp needs backbone.spec.decoder_layer")
+            shard_model(model, self.device_mesh["data_parallel"], self.shard_layer)
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(B or 2B, C) float32 logits."""
+        assert self.model is not None, "configure_model() builds the model first"
+        return self.model(batch["input_ids"], batch["attention_mask"], batch.get("features"))
+
+    def _shared_step(self, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
+        logits = self(batch)
+        n = batch["label"].shape[0]
+        out = {"logits": logits[:n], "logits_swapped": logits[n:]}
+        loss_fn = self.loss if stage == "train" else self.eval_loss
+        parts = self.compute_loss(loss_fn, logits[:n], batch, stage)
+        for name, value in parts.items():
+            on_step = stage == "train"
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step,
+                     batch_size=n, sync_dist=not on_step, prog_bar=name == "total")
+        out["loss"] = parts["total"]
+        return out
+
+    def compute_loss(
+        self, loss_fn: torch.nn.Module, logits: torch.Tensor, batch: Batch, stage: str
+    ) -> dict[str, torch.Tensor]:
+        """Named loss parts of one batch; ``total`` is optimised."""
+        return loss_fn(logits, batch["target"]).parts
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")["loss"]
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self._shared_step(batch, "val")
+        labels = batch["label"]
+        probs = F.softmax(out["logits"], dim=-1)
+        self.val_metrics.update(probs, labels)
+        record = {"index": batch["index"], "probs": probs}
+        if out["logits_swapped"].shape[0]:
+            back = swap_probs_t(F.softmax(out["logits_swapped"], dim=-1))
+            tta = (probs + back) / 2
+            self.val_metrics_tta.update(tta, labels)
+            self.swap_consistency.update((probs.argmax(-1) == back.argmax(-1)).float())
+            record["probs_tta"] = tta
+        self.val_outputs.append(record)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+        if self.val_outputs and "probs_tta" in self.val_outputs[0]:
+            self.log_dict(self.val_metrics_tta.compute())
+            self.log("val/swap_consistency", self.swap_consistency.compute())
+            self.val_metrics_tta.reset()
+            self.swap_consistency.reset()
+        if self.val_outputs:
+            keys = self.val_outputs[0].keys()
+            self.val_predictions = {
+                k: gather_rows(self, torch.cat([o[k] for o in self.val_outputs])).cpu()
+                for k in keys
+            }
+        self.val_outputs.clear()
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        assert self.model is not None
+        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups: list[dict[str, Any]] = [{"params": rest, "name": "backbone"}] if rest else []
+        group: dict[str, Any] = {"params": head, "name": "head"}
+        if self.head_lr is not None:
+            group["lr"] = self.head_lr
+        return [*groups, group]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self._param_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer,
+            num_warmup_steps=int(self.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only trained parameters (LoRA + head), not frozen or quantized base weights."""
+        trained = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("model.") and k not in trained]:
+            del state[key]

@@ -1,0 +1,54 @@
+"""Backbones, pooling, heads and the preference model (no Lightning here).
+
+spec = BackboneSpec.from_dict(cfg.backbone)
+tokenizer = load_tokenizer(spec, cache_dir)
+model = build_preference_model(spec, n_classes=2, lora={"r": 16, "alpha": 32, "dropout": 0.05},
+                               quantization="4bit", cache_dir=cache_dir)
+logits = model(input_ids, attention_mask)  # (B, T), (B, T) -> (B, 2) fp32
+save_checkpoint(model, tokenizer, resolved_config, ckpt_dir)
+"""
+
+from arena.models.backbone import (
+    BackboneSpec,
+    arch_config,
+    build_backbone,
+    disable_cpu_weight_repack,
+    quantization_config,
+    torch_dtype,
+)
+from arena.models.checkpoint import load_checkpoint, save_checkpoint
+from arena.models.heads import HEAD_KINDS, ClassifierHead, make_head
+from arena.models.lora import apply_lora
+from arena.models.pooling import POOLING_MODES, pool, positions_from_mask
+from arena.models.preference import (
+    PreferenceModel,
+    build_preference_model,
+    load_trainable_state_dict,
+    trainable_state_dict,
+)
+from arena.models.tiny import TINY_ARCH
+from arena.models.tokenizer import load_tokenizer
+
+__all__ = [
+    "HEAD_KINDS",
+    "POOLING_MODES",
+    "TINY_ARCH",
+    "BackboneSpec",
+    "ClassifierHead",
+    "PreferenceModel",
+    "apply_lora",
+    "arch_config",
+    "build_backbone",
+    "build_preference_model",
+    "disable_cpu_weight_repack",
+    "load_checkpoint",
+    "load_tokenizer",
+    "load_trainable_state_dict",
+    "make_head",
+    "pool",
+    "positions_from_mask",
+    "quantization_config",
+    "save_checkpoint",
+    "torch_dtype",
+    "trainable_state_dict",
+]

@@ -1,0 +1,272 @@
+"""Backbones: what to load (:class:`BackboneSpec`, one per ``conf/backbone/*.yaml``) and loading it.
+
+    spec = BackboneSpec(name="tiny_qwen2", kind="decoder", arch=TINY_ARCH["qwen2"],
+                        random_init=True, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    model = build_backbone(spec, cache_dir=Path(".cache"), quantization="4bit")
+    model = apply_lora(model, r=8, alpha=16, dropout=0.0, targets=spec.lora_targets,
+                       quantized=True)
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+
+Everything is offline: real weights come from ``path`` (or an ``hf_id`` already in the local HF
+cache); twins (``random_init``) are built from ``arch`` with ``torch.manual_seed(seed)``. A
+quantized twin is saved once under ``cache_dir`` and reloaded through ``from_pretrained`` with a
+``BitsAndBytesConfig``, i.e. through exactly the QLoRA path of a real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    BitsAndBytesConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from arena.models.tokenizer import load_tokenizer as load_tokenizer
+
+Quantization = Literal["none", "4bit", "8bit"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything needed to build one backbone; the fields are the keys of ``conf/backbone/*.yaml``.
+
+    Attributes:
+        name: Config name, e.g. ``"gemma2_9b"``.
+        kind: ``"decoder"`` (causal LM trunk) or ``"encoder"`` (BERT-like).
+        hf_id: Hub id, read only from the local HF cache (no downloads).
+        path: Local directory with weights and tokenizer; wins over ``hf_id``.
+        arch: transformers config dict incl. ``model_type``: builds twins and meta-device plans.
+        random_init: Tiny twin: random weights from ``seed``, nothing read from disk.
+        seed: Seed of a twin's weights (independent of the run seed).
+        dtype: Parameter dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); also the 4-bit
+            compute dtype.
+        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"``, ...
+        decoder_layer: Class name of the repeated block (e.g. ``"Gemma2DecoderLayer"``), the unit
+            that FSDP shards and activation checkpointing wraps.
+        padding_side: Tokenizer padding side.
+        pad_token: ``"existing"`` pad token, or reuse ``"eos"`` / ``"unk"``.
+        lora_targets: Module names LoRA adapts by default.
+        trust_remote_code: Allow custom modelling code shipped with the weights.
+        activation_checkpointing: Recompute activations in backward (transformers' own switch).
+        tokenizer_vocab_size: Size of a twin's locally trained tokenizer.
+    """
+
+    name: str
+    kind: Literal["decoder", "encoder"]
+    hf_id: str | None = None
+    path: str | None = None
+    arch: dict[str, Any] | None = None
+    random_init: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    decoder_layer: str | None = None
+    padding_side: Literal["left", "right"] = "right"
+    pad_token: Literal["existing", "eos", "unk"] = "existing"
+    lora_targets: tuple[str, ...] = ()
+    trust_remote_code: bool = False
+    activation_checkpointing: bool = False
+    tokenizer_vocab_size: int = 4096
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BackboneSpec:
+        """Build from a YAML mapping; ``_``-prefixed keys are ignored, unknown ones rejected."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in values.items() if not k.startswith("_")}
+        unknown = sorted(set(kept) - known)
+        if unknown:
+            raise ValueError(f"unknown backbone keys {unknown}; known: {sorted(known)}")
+        if "lora_targets" in kept:
+            kept["lora_targets"] = tuple(kept["lora_targets"])
+        if kept.get("arch") is not None:
+            kept["arch"] = dict(kept["arch"])
+        return cls(**kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe dict (tuples as lists); inverse of :meth:`from_dict`."""
+        values = asdict(self)
+        values["lora_targets"] = list(self.lora_targets)
+        return values
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16``, rejecting anything that is not a float dtype."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"backbone.dtype={name!r} is not a torch floating-point dtype")
+    return dtype
+
+
+def arch_config(spec: BackboneSpec) -> PretrainedConfig:
+    """The transformers config: from ``spec.arch``, else from ``config.json`` under path/hf_id."""
+    if spec.arch is not None:
+        arch = dict(spec.arch)
+        model_type = arch.pop("model_type", None)
+        if model_type is None:
+            raise ValueError(f"backbone {spec.name!r}: arch needs a 'model_type'")
+        return AutoConfig.for_model(model_type, **arch)
+    source = spec.path or spec.hf_id
+    if source is None:
+        raise ValueError(f"backbone {spec.name!r} has neither arch nor path nor hf_id")
+    try:
+        return AutoConfig.from_pretrained(
+            source, local_files_only=True, trust_remote_code=spec.trust_remote_code
+        )
+    except OSError as err:
+        raise FileNotFoundError(_missing(spec, source)) from err
+
+
+def build_backbone(
+    spec: BackboneSpec,
+    *,
+    cache_dir: Path,
+    quantization: Quantization = "none",
+    meta: bool = False,
+    quant_storage: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+) -> PreTrainedModel:
+    """Build the bare trunk (``AutoModel``: no LM head, outputs ``last_hidden_state`` (B, T, H)).
+
+    Args:
+        spec: The backbone.
+        cache_dir: Cache for twin weights saved once for quantized reloading.
+        quantization: ``"4bit"`` (nf4, double quant, compute dtype ``spec.dtype``) or ``"8bit"``.
+        meta: Build on the meta device from ``arch`` (no weights, no memory) for planning; the
+            quantization argument is then ignored (a plan prices bytes per parameter itself).
+        quant_storage: ``bnb_4bit_quant_storage`` (default uint8); FSDP-QLoRA needs the compute
+            dtype here so that 4-bit weights shard like float ones.
+        device_map: Passed to ``from_pretrained`` (e.g. ``{"": local_rank}`` on GPUs).
+
+    Returns:
+        The model; 4-bit layers have the CPU inference repack disabled
+        (:func:`disable_cpu_weight_repack`).
+    """
+    if meta:  # attention never runs in a plan: eager avoids needing flash-attn / SDPA support
+        with torch.device("meta"):
+            return _from_config(spec, attn_implementation="eager")
+    if spec.random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = _from_config(spec)
+        if quantization == "none":
+            return model
+        source = _cache_twin_weights(model, spec, Path(cache_dir))
+    elif spec.path or spec.hf_id:
+        source = str(spec.path or spec.hf_id)
+    else:
+        raise ValueError(f"backbone {spec.name!r} needs backbone.path or backbone.hf_id")
+    model = _from_pretrained(spec, source, quantization, quant_storage, device_map)
+    disable_cpu_weight_repack(model)
+    return model
+
+
+def _from_config(spec: BackboneSpec, attn_implementation: str | None = None) -> PreTrainedModel:
+    return AutoModel.from_config(
+        arch_config(spec),
+        dtype=torch_dtype(spec.dtype),
+        attn_implementation=attn_implementation or spec.attn_implementation,
+        trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def _from_pretrained(
+    spec: BackboneSpec,
+    source: str,
+    quantization: Quantization,
+    quant_storage: str | None,
+    device_map: str | dict[str, Any] | None,
+) -> PreTrainedModel:
+    kwargs: dict[str, Any] = {}
+    if quantization != "none":
+        kwargs["quantization_config"] = quantization_config(spec, quantization, quant_storage)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        return AutoModel.from_pretrained(
+            source,
+            local_files_only=True,
+            dtype=torch_dtype(spec.dtype),
+            attn_implementation=spec.attn_implementation,
+            trust_remote_code=spec.trust_remote_code,
+            **kwargs,
+        )
+    except OSError as err:
+        raise FileNotFoundError(_missing(spec, source)) from err
+
+
+def quantization_config(
+    spec: BackboneSpec, quantization: Quantization, quant_storage: str | None = None
+) -> BitsAndBytesConfig:
+    """The bitsandbytes config: QLoRA's nf4 + double quant, or LLM.int8()."""
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization != "4bit":
+        raise ValueError(f"quantization={quantization!r}; expected none, 4bit or 8bit")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch_dtype(spec.dtype),
+        bnb_4bit_quant_storage=torch_or_uint8(quant_storage or "uint8"),
+    )
+
+
+def torch_or_uint8(name: str) -> torch.dtype:
+    """``"uint8"`` or a float dtype name -> torch dtype (valid 4-bit storage types)."""
+    return torch.uint8 if name == "uint8" else torch_dtype(name)
+
+
+def disable_cpu_weight_repack(model: nn.Module) -> int:
+    """Turn off bitsandbytes' CPU inference repack on every ``Linear4bit``; returns how many.
+
+    bitsandbytes 0.50 repacks a 4-bit weight into an AVX512-BF16 layout the first time the layer
+    runs on CPU in eval mode without grad (a validation pass); training forwards after that go
+    through the inference kernel and give wrong LoRA gradients (or an in-place error with a bias).
+    The flag is an instance attribute set in ``Linear4bit.__init__`` from the CPU's features.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def _twin_key(spec: BackboneSpec) -> str:
+    payload = {"arch": spec.arch, "seed": spec.seed, "dtype": spec.dtype, "name": spec.name}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cache_twin_weights(model: PreTrainedModel, spec: BackboneSpec, cache_dir: Path) -> str:
+    """Save a twin's random weights once (safetensors) so they can be reloaded quantized."""
+    target = cache_dir / "twins" / f"{spec.name}-{_twin_key(spec)}"
+    if not (target / "config.json").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another rank saved the same weights first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _missing(spec: BackboneSpec, source: str) -> str:
+    return (
+        f"weights of backbone {spec.name!r} not found offline at {source!r} "
+        f"(backbone.path={spec.path!r}, backbone.hf_id={spec.hf_id!r}); nothing is downloaded: "
+        "set backbone.path=<local directory with config.json and *.safetensors>"
+    )

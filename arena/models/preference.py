@@ -1,0 +1,188 @@
+"""The preference classifier: backbone (maybe LoRA / QLoRA) -> pooling -> head -> logits.
+
+model = build_preference_model(spec, n_classes=3, head="fusion", n_features=8,
+                               lora={"r": 16, "alpha": 32, "dropout": 0.05},
+                               quantization="4bit", cache_dir=Path(".cache"))
+logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) -> (B, 3) fp32
+weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import PreTrainedModel
+
+from arena.models.backbone import BackboneSpec, Quantization, build_backbone
+from arena.models.heads import HeadKind, make_head
+from arena.models.lora import apply_lora
+from arena.models.pooling import PoolingMode, pool, positions_from_mask
+
+_LORA_KEYS = {"r", "alpha", "dropout", "targets"}
+
+
+class PreferenceModel(nn.Module):
+    """Backbone + pooling + head.
+
+    Attributes:
+        backbone: Bare transformers trunk, or a ``PeftModel`` wrapping it.
+        head: Maps ``(pooled (B, H), features (B, F) | None)`` to logits (B, C); kept in fp32.
+        pooling: ``"last"``, ``"mean"`` or ``"cls"``.
+        is_decoder: Decoders get position ids from the mask (left padding does not shift
+            positions) and run without a KV cache.
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel | PeftModel,
+        head: nn.Module,
+        pooling: PoolingMode,
+        *,
+        is_decoder: bool,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.pooling = pooling
+        self.is_decoder = is_decoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Score a batch of formatted pairs.
+
+        Args:
+            input_ids: (B, T) token ids, padded on either side.
+            attention_mask: (B, T) 1 for real tokens.
+            features: (B, F) normalised hand-crafted features, for a fusion head.
+
+        Returns:
+            (B, C) float32 logits. The head runs in fp32 with autocast off.
+        """
+        extra: dict[str, Any] = {}
+        if self.is_decoder:
+            extra = {"position_ids": positions_from_mask(attention_mask), "use_cache": False}
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        pooled = pool(out.last_hidden_state, attention_mask, self.pooling).float()  # (B, H)
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            feats = None if features is None else features.float()
+            return self.head(pooled, feats).float()
+
+
+def build_preference_model(
+    spec: BackboneSpec,
+    *,
+    n_classes: int,
+    head: HeadKind = "linear",
+    n_features: int = 0,
+    pooling: PoolingMode | None = None,
+    lora: Mapping[str, Any] | None = None,
+    quantization: Quantization = "none",
+    cache_dir: Path,
+    meta: bool = False,
+    quant_storage: str | None = None,
+    mlp_hidden: int = 256,
+    head_dropout: float = 0.1,
+) -> PreferenceModel:
+    """Build backbone, adapters and head (the keyword names are the ``config["model"]`` keys).
+
+    Args:
+        spec: The backbone.
+        n_classes: 2 (A/B) or 3 (A/B/tie).
+        head: Head kind, see :func:`arena.models.heads.make_head`.
+        n_features: Feature width for a fusion head.
+        pooling: Defaults to ``"last"`` for decoders and ``"mean"`` for encoders.
+        lora: ``{"r", "alpha", "dropout"[, "targets"]}``; ``targets`` defaults to
+            ``spec.lora_targets``. ``None`` trains the whole backbone.
+        quantization: ``"none"``, ``"4bit"`` or ``"8bit"`` (needs ``lora``).
+        cache_dir: Cache for twin tokenizers / weights.
+        meta: Build everything on the meta device (planning: counts, no memory).
+        quant_storage: 4-bit storage dtype (FSDP-QLoRA: the compute dtype).
+        mlp_hidden: Hidden width of mlp/fusion heads.
+        head_dropout: Dropout in the head.
+
+    Returns:
+        The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
+
+    Raises:
+        ValueError: Quantization without LoRA, or unknown LoRA keys.
+    """
+    if quantization != "none" and lora is None:
+        raise ValueError(f"quantization={quantization!r} weights cannot be trained: set model.lora")
+    if lora is not None and set(lora) - _LORA_KEYS:
+        raise ValueError(f"unknown lora keys {sorted(set(lora) - _LORA_KEYS)}; known {_LORA_KEYS}")
+    backbone = build_backbone(
+        spec, cache_dir=cache_dir, quantization=quantization, meta=meta, quant_storage=quant_storage
+    )
+    hidden = backbone.config.hidden_size
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        # a meta plan is never quantized (see build_backbone), so nothing to prepare for k-bit
+        quantized = quantization != "none" and not meta
+        adapted = _adapt(backbone, spec, lora, quantized=quantized)
+        head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
+    default_pooling: PoolingMode = "last" if spec.kind == "decoder" else "mean"
+    return PreferenceModel(
+        adapted, head_module, pooling or default_pooling, is_decoder=spec.kind == "decoder"
+    )
+
+
+def _adapt(
+    backbone: PreTrainedModel, spec: BackboneSpec, lora: Mapping[str, Any] | None, quantized: bool
+) -> PreTrainedModel | PeftModel:
+    """Add LoRA adapters (or, for a full fine-tune, only switch on activation checkpointing)."""
+    if lora is None:
+        if spec.activation_checkpointing:
+            backbone.activation_checkpointing_enable({"use_reentrant": False})
+        return backbone
+    return apply_lora(
+        backbone,
+        r=int(lora["r"]),
+        alpha=int(lora["alpha"]),
+        dropout=float(lora.get("dropout", 0.0)),
+        targets=tuple(lora.get("targets") or spec.lora_targets),
+        quantized=quantized,
+        activation_checkpointing=spec.activation_checkpointing,
+    )
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad (LoRA + head, or the whole model without LoRA).
+
+    Returns:
+        Name -> detached tensor (shares storage with the parameter; copy before mutating).
+    """
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``state`` into the model's trainable parameters, strictly.
+
+    Raises:
+        KeyError: A trainable parameter is missing from ``state``, or ``state`` has a key that is
+            not a trainable parameter (e.g. a checkpoint from another LoRA / head config).
+        ValueError: A shape differs.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise KeyError(
+            f"trainable state mismatch: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}); was the checkpoint saved "
+            "with the same backbone / lora / head config?"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            value = state[name]
+            if value.shape != param.shape:
+                raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} != {param.shape}")
+            param.copy_(value.to(device=param.device, dtype=param.dtype))

@@ -1,0 +1,111 @@
+"""What ``python -m arena.train`` does: instantiate, fit, write the run dir's artifacts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from arena.callbacks import OOFWriter, Throughput
+from arena.config import to_container
+from arena.data.features import FEATURE_NAMES
+from arena.io import write_json
+from arena.models import load_tokenizer, save_checkpoint
+from arena.plan import plan_run
+from arena.tracking import close, log_oof, make_loggers, scrub
+
+log = logging.getLogger(__name__)
+
+__all__ = ["plan_run", "train_run"]
+
+
+def guard_run_dir(output_dir: Path, ckpt_path: str | None) -> None:
+    """Refuse to write into a finished run unless resuming it (``ckpt_path=last``)."""
+    if (output_dir / "summary.json").exists() and ckpt_path is None:
+        raise FileExistsError(
+            f"{output_dir} holds a finished run (summary.json); choose another hydra.run.dir "
+            "or resume it with ckpt_path=last"
+        )
+
+
+def _find(callbacks: list[L.Callback], kind: type) -> Any:
+    return next((c for c in callbacks if isinstance(c, kind)), None)
+
+
+def summarize(
+    cfg: DictConfig, trainer: L.Trainer, datamodule: Any, callbacks: list[L.Callback]
+) -> dict[str, Any]:
+    """``summary.json``: final metrics, fold, row counts, throughput, collapse check, data report."""
+    summary: dict[str, Any] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
+    }
+    summary.update(
+        experiment=cfg.experiment_name, seed=cfg.seed, fold=cfg.data.fold,
+        backbone=cfg.backbone.spec.name, global_step=trainer.global_step,
+        epochs=trainer.current_epoch, **datamodule.report,
+    )
+    if (tp := _find(callbacks, Throughput)) is not None:
+        summary.update(tp.summary())
+    if (oof := _find(callbacks, OOFWriter)) is not None:
+        summary.update(oof.checks)
+    return summary
+
+
+def _checkpoint_config(cfg: DictConfig, datamodule: Any, n_features: int) -> dict[str, Any]:
+    run = scrub(to_container(cfg))
+    factory = {k: v for k, v in run["model"]["model_factory"].items() if not k.startswith("_")}
+    factory.pop("spec"), factory.pop("cache_dir")
+    factory["n_features"] = n_features
+    extra = {"feature_normalizer": datamodule.normalizer.to_dict()} if datamodule.normalizer else {}
+    return {
+        "backbone": {k: v for k, v in run["backbone"]["spec"].items() if k != "_target_"},
+        "model": factory,
+        "template": {k: v for k, v in run["backbone"]["template"].items() if k != "_target_"},
+        "data": {"budget": run["data"]["budget"], "n_classes": run["data"]["n_classes"]},
+        "run": run,
+        **extra,
+    }
+
+
+def train_run(cfg: DictConfig) -> float | None:
+    """Fit one run and write its artifacts; returns ``cfg.optimized_metric``."""
+    out = Path(cfg.paths.output_dir)
+    guard_run_dir(out, cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)
+    spec = instantiate(cfg.backbone.spec)
+    tokenizer = load_tokenizer(spec, Path(cfg.paths.cache_dir))
+    # objects pass through a partial: instantiate() would turn a dataclass kwarg into a config
+    datamodule = instantiate(cfg.data, _partial_=True)(
+        tokenizer=tokenizer, template=instantiate(cfg.backbone.template)
+    )
+    n_features = len(FEATURE_NAMES) if cfg.data.features else 0
+    module = instantiate(cfg.model, model_factory={"n_features": n_features})
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = make_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        for lg in loggers:
+            lg.log_hyperparams(scrub(to_container(cfg)))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        summary = summarize(cfg, trainer, datamodule, callbacks)
+        if trainer.is_global_zero:
+            save_checkpoint(
+                module.model, tokenizer, _checkpoint_config(cfg, datamodule, n_features),
+                out / "checkpoints" / "final",
+            )
+            if (out / "oof.parquet").exists():
+                oof = pd.read_parquet(out / "oof.parquet")
+                labels = datamodule.val_df.set_index("id").loc[oof["id"], "label"].to_numpy()
+                log_oof(loggers, oof, np.asarray(labels))
+            write_json(out / "summary.json", summary)
+            log.info("summary: %s", {k: v for k, v in summary.items() if k.startswith("val/")})
+    finally:
+        close(loggers)
+    metric = summary.get(cfg.optimized_metric)
+    return None if metric is None else float(metric)

@@ -1,0 +1,81 @@
+"""Experiment tracking: loggers from config, W&B offline when no key is configured, and the
+end-of-run artifacts (OOF table, confusion matrix)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def wandb_has_key() -> bool:
+    """True when an API key is configured (environment or ~/.netrc); never prompts."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def make_loggers(cfg: DictConfig) -> list[Logger]:
+    """Instantiate ``cfg.logger``'s entries; W&B goes offline unless a key or WANDB_MODE says."""
+    loggers: list[Logger] = []
+    for name, lcfg in (cfg.get("logger") or {}).items():
+        kwargs: dict[str, Any] = {}
+        if name == "wandb" and not os.environ.get("WANDB_MODE") and not wandb_has_key():
+            log.info("no W&B API key configured: logging offline (upload with `wandb sync`)")
+            kwargs["offline"] = True
+        loggers.append(instantiate(lcfg, **kwargs))
+    return loggers
+
+
+def scrub(data: Any) -> Any:
+    """Replace the values of secret environment variables wherever they occur in ``data``."""
+    secrets = [v for k in SECRET_ENV if (v := os.environ.get(k))]
+    if not secrets:
+        return data
+    if isinstance(data, dict):
+        return {k: scrub(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [scrub(v) for v in data]
+    if isinstance(data, str):
+        for s in secrets:
+            data = data.replace(s, "***")
+    return data
+
+
+def log_oof(loggers: list[Logger], oof: pd.DataFrame, labels: np.ndarray) -> None:
+    """OOF table and confusion matrix to W&B (other loggers keep them in the run dir)."""
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger):
+            continue
+        import wandb
+
+        lg.log_table(key="val/oof", dataframe=oof)
+        probs = oof.filter(like="prob_").to_numpy()
+        names = [c.removeprefix("prob_") for c in oof.filter(like="prob_").columns]
+        lg.experiment.log(
+            {"val/confusion_matrix": wandb.plot.confusion_matrix(
+                y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=names
+            )}
+        )
+
+
+def close(loggers: list[Logger]) -> None:
+    """Finish every logger, W&B included, even after an error."""
+    for lg in loggers:
+        lg.finalize("success")
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            wandb.finish()

@@ -1,0 +1,109 @@
+"""Batch samplers: token budgets, length grouping, swap draws, DDP shards, sorted inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from arena.data.batching import Collator, LengthBatchSampler, pad, plan_batches, sorted_batches
+
+
+def lengths(n: int = 500, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).lognormal(4, 1, n).astype(int).clip(4, 1024)
+
+
+def test_token_budget_respected_and_covers_every_row() -> None:
+    lens = lengths()
+    s = LengthBatchSampler(lens, batch_size=64, max_tokens=4096, seed=1)
+    batches = list(s)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(len(lens)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lens[b]) <= 4096
+        assert len(b) <= 64
+
+
+def test_epochs_differ_and_replay() -> None:
+    s = LengthBatchSampler(lengths(), batch_size=16, seed=3)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    s.set_epoch(0)
+    assert list(s) == e0 and e0 != e1
+
+
+def test_swap_modes_draw_the_right_indices() -> None:
+    n = 400
+    rnd = [i for b in LengthBatchSampler(lengths(n), 16, swap="random", seed=0) for i in b]
+    assert sorted(i % n for i in rnd) == list(range(n))  # every row once, in one of two orders
+    share = np.mean([i >= n for i in rnd])
+    assert 0.4 < share < 0.6
+    both = [i for b in LengthBatchSampler(lengths(n), 16, swap="both") for i in b]
+    assert sorted(both) == list(range(2 * n))
+    none = [i for b in LengthBatchSampler(lengths(n), 16, swap="none") for i in b]
+    assert sorted(none) == list(range(n))
+
+
+def test_ddp_shards_are_equal_sized_and_cover() -> None:
+    lens = lengths(301)
+    shards = []
+    for rank in range(2):
+        s = LengthBatchSampler(lens, batch_size=8, max_tokens=2048, seed=5)
+        s.rank, s.world = rank, 2
+        shards.append(list(s))
+    assert len(shards[0]) == len(shards[1])
+    covered = {i for sh in shards for b in sh for i in b}
+    assert covered == set(range(len(lens)))
+
+
+def test_length_grouping_reduces_padding() -> None:
+    lens = lengths(2000)
+
+    def pad_eff(sampler: LengthBatchSampler) -> float:
+        real = padded = 0
+        for b in sampler:
+            real += lens[b].sum()
+            padded += len(b) * lens[b].max()
+        return real / padded
+
+    grouped = pad_eff(LengthBatchSampler(lens, 16, bucket_batches=64))
+    plain = pad_eff(LengthBatchSampler(lens, 16, bucket_batches=0))
+    assert grouped > plain + 0.2
+
+
+def test_sorted_batches_restore_order() -> None:
+    lens = lengths(100)
+    batches = sorted_batches(lens, max_tokens=2000, batch_size=32)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(100))
+    values = np.empty(100)
+    values[order] = lens[order]  # outputs written back by index
+    assert np.array_equal(values, lens)
+    assert all(lens[b[0]] >= lens[b[-1]] for b in batches)
+
+
+def test_plan_batches_fixed_size() -> None:
+    batches = plan_batches(np.ones(10, int), np.arange(10), None, 4)
+    assert [len(b) for b in batches] == [4, 4, 2]
+
+
+def test_pad_left_and_right() -> None:
+    seqs = [np.array([5, 6, 7]), np.array([8])]
+    ids, mask = pad(seqs, 0, "right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad(seqs, 0, "left", multiple=4)
+    assert ids.tolist() == [[0, 5, 6, 7], [0, 0, 0, 8]] and mask[1].tolist() == [0, 0, 0, 1]
+
+
+def test_collator_stacks_both_orders() -> None:
+    item = {
+        "input_ids": np.array([1, 2]),
+        "input_ids_swapped": np.array([2, 1, 3]),
+        "label": 0,
+        "features": np.ones(3, np.float32),
+        "features_swapped": np.zeros(3, np.float32),
+    }
+    batch = Collator(0, "right", multiple=1)([item, item])
+    assert batch["input_ids"].shape == (4, 3)
+    assert batch["label"].shape == (2,)
+    assert torch.equal(batch["features"][2:], torch.zeros(2, 3))
