@@ -19,9 +19,17 @@ def _pkg_model_path(package: str) -> str:
     return str(module.get_model_path())
 
 
+def _n_features(enabled: bool) -> int:
+    """Width of the engineered feature vector when ``data.features`` is on, else 0."""
+    from arena.data.features import FEATURE_NAMES
+
+    return len(FEATURE_NAMES) if enabled else 0
+
+
 def register_resolvers() -> None:
-    """Register ``${pkg_model_path:pkg}`` and ``${len:list}`` once."""
-    for name, fn in {"pkg_model_path": _pkg_model_path, "len": len}.items():
+    """Register ``${pkg_model_path:pkg}``, ``${len:list}`` and ``${n_features:flag}`` once."""
+    resolvers = {"pkg_model_path": _pkg_model_path, "len": len, "n_features": _n_features}
+    for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -26,10 +26,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from arena.io import write_json
-from arena.models import build_preference_model
 
-BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "4bit": 0.5 + 0.5 / 64 + 4 / 4096,
-         "8bit": 1.0 + 4 / 4096}
+BYTES = {
+    "float32": 4.0,
+    "bfloat16": 2.0,
+    "float16": 2.0,
+    "4bit": 0.5 + 0.5 / 64 + 4 / 4096,
+    "8bit": 1.0 + 4 / 4096,
+}
 
 
 def _devices(cfg: DictConfig) -> int:
@@ -48,12 +52,14 @@ def count_params(model: Any) -> dict[str, int]:
     return {"total": total, "trainable": trained, "embedding": embed}
 
 
-def flops_per_sample(arch: dict[str, Any], n_nonembed: int, n_trained: int, seq: int,
-                     checkpointing: bool) -> dict[str, float]:
+def flops_per_sample(
+    arch: dict[str, Any], n_nonembed: int, n_trained: int, seq: int, checkpointing: bool
+) -> dict[str, float]:
     """Forward and training FLOPs of one sequence of ``seq`` tokens."""
     layers = arch["num_hidden_layers"]
     d_attn = arch["num_attention_heads"] * arch.get(
-        "head_dim", arch["hidden_size"] // arch["num_attention_heads"])
+        "head_dim", arch["hidden_size"] // arch["num_attention_heads"]
+    )
     forward = 2.0 * n_nonembed * seq + 4.0 * layers * seq * seq * d_attn
     trained_share = min(n_trained, n_nonembed) / max(n_nonembed, 1)
     # backward: activation gradients (1x forward) + weight gradients of trained weights only
@@ -61,15 +67,24 @@ def flops_per_sample(arch: dict[str, Any], n_nonembed: int, n_trained: int, seq:
     return {"forward": forward, "train": train}
 
 
-def memory_gb(cfg: DictConfig, arch: dict[str, Any], counts: dict[str, int], devices: int,
-              quant: str, dtype: str) -> dict[str, float]:
+def memory_gb(
+    cfg: DictConfig,
+    arch: dict[str, Any],
+    counts: dict[str, int],
+    devices: int,
+    quant: str,
+    dtype: str,
+) -> dict[str, float]:
     """Estimated peak memory per device, by part."""
     frozen = counts["total"] - counts["trainable"]
     sharded = "ModelParallel" in str(cfg.trainer.get("strategy", "")) or "fsdp" in str(
-        cfg.trainer.get("strategy", ""))
+        cfg.trainer.get("strategy", "")
+    )
     shard = devices if sharded else 1
     opt_bytes = 2.0 if "8bit" in str(cfg.optimizer._target_).lower() else 8.0
-    weights = (frozen * BYTES[quant if quant != "none" else dtype] + counts["trainable"] * 4) / shard
+    weights = (
+        frozen * BYTES[quant if quant != "none" else dtype] + counts["trainable"] * 4
+    ) / shard
     grads = counts["trainable"] * 4 / shard
     optim = counts["trainable"] * opt_bytes / shard
     seq, batch = cfg.data.budget.max_length, cfg.data.batch_size
@@ -93,18 +108,31 @@ def plan_run(cfg: DictConfig) -> dict[str, Any]:
     quant = cfg.model.model_factory.get("quantization") or "none"
     devices = _devices(cfg)
     seq = int(cfg.data.budget.max_length)
-    flops = flops_per_sample(arch, counts["total"] - counts["embedding"], counts["trainable"],
-                             seq, bool(spec.activation_checkpointing))
+    flops = flops_per_sample(
+        arch,
+        counts["total"] - counts["embedding"],
+        counts["trainable"],
+        seq,
+        bool(spec.activation_checkpointing),
+    )
     p = cfg.planner
     plan = {
-        "experiment": cfg.experiment_name, "backbone": spec.name,
-        "params_total": counts["total"], "params_trainable": counts["trainable"],
-        "precision": str(cfg.trainer.precision), "quantization": quant,
-        "strategy": str(cfg.trainer.get("strategy", "auto")), "devices": devices,
-        "seq_len": seq, "batch_size_per_device": int(cfg.data.batch_size),
+        "experiment": cfg.experiment_name,
+        "backbone": spec.name,
+        "params_total": counts["total"],
+        "params_trainable": counts["trainable"],
+        "precision": str(cfg.trainer.precision),
+        "quantization": quant,
+        "strategy": str(cfg.trainer.get("strategy", "auto")),
+        "devices": devices,
+        "seq_len": seq,
+        "batch_size_per_device": int(cfg.data.batch_size),
         "memory_per_device_gb": memory_gb(cfg, arch, counts, devices, quant, spec.dtype),
-        "flops_per_sample": flops["train"], "flops_per_sample_forward": flops["forward"],
-        "device": p.device, "device_peak_flops": float(p.peak_flops), "mfu": float(p.mfu),
+        "flops_per_sample": flops["train"],
+        "flops_per_sample_forward": flops["forward"],
+        "device": p.device,
+        "device_peak_flops": float(p.peak_flops),
+        "mfu": float(p.mfu),
     }
     plan["est_samples_per_second"] = p.mfu * p.peak_flops * devices / flops["train"]
     plan["est_inference_samples_per_second"] = p.mfu * p.peak_flops * devices / flops["forward"]

@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 
 from arena.callbacks import OOFWriter, Throughput
 from arena.config import to_container
-from arena.data.features import FEATURE_NAMES
 from arena.io import write_json
 from arena.models import load_tokenizer, save_checkpoint
 from arena.plan import plan_run
@@ -41,14 +40,18 @@ def _find(callbacks: list[L.Callback], kind: type) -> Any:
 def summarize(
     cfg: DictConfig, trainer: L.Trainer, datamodule: Any, callbacks: list[L.Callback]
 ) -> dict[str, Any]:
-    """``summary.json``: final metrics, fold, row counts, throughput, collapse check, data report."""
+    """``summary.json``: final metrics, fold, row counts, throughput, collapse check, data."""
     summary: dict[str, Any] = {
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
     }
     summary.update(
-        experiment=cfg.experiment_name, seed=cfg.seed, fold=cfg.data.fold,
-        backbone=cfg.backbone.spec.name, global_step=trainer.global_step,
-        epochs=trainer.current_epoch, **datamodule.report,
+        experiment=cfg.experiment_name,
+        seed=cfg.seed,
+        fold=cfg.data.fold,
+        backbone=cfg.backbone.spec.name,
+        global_step=trainer.global_step,
+        epochs=trainer.current_epoch,
+        **datamodule.report,
     )
     if (tp := _find(callbacks, Throughput)) is not None:
         summary.update(tp.summary())
@@ -57,11 +60,10 @@ def summarize(
     return summary
 
 
-def _checkpoint_config(cfg: DictConfig, datamodule: Any, n_features: int) -> dict[str, Any]:
+def _checkpoint_config(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     run = scrub(to_container(cfg))
     factory = {k: v for k, v in run["model"]["model_factory"].items() if not k.startswith("_")}
     factory.pop("spec"), factory.pop("cache_dir")
-    factory["n_features"] = n_features
     extra = {"feature_normalizer": datamodule.normalizer.to_dict()} if datamodule.normalizer else {}
     return {
         "backbone": {k: v for k, v in run["backbone"]["spec"].items() if k != "_target_"},
@@ -84,8 +86,7 @@ def train_run(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data, _partial_=True)(
         tokenizer=tokenizer, template=instantiate(cfg.backbone.template)
     )
-    n_features = len(FEATURE_NAMES) if cfg.data.features else 0
-    module = instantiate(cfg.model, model_factory={"n_features": n_features})
+    module = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = make_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -96,7 +97,9 @@ def train_run(cfg: DictConfig) -> float | None:
         summary = summarize(cfg, trainer, datamodule, callbacks)
         if trainer.is_global_zero:
             save_checkpoint(
-                module.model, tokenizer, _checkpoint_config(cfg, datamodule, n_features),
+                module.model,
+                tokenizer,
+                _checkpoint_config(cfg, datamodule),
                 out / "checkpoints" / "final",
             )
             if (out / "oof.parquet").exists():

@@ -65,9 +65,11 @@ def log_oof(loggers: list[Logger], oof: pd.DataFrame, labels: np.ndarray) -> Non
         probs = oof.filter(like="prob_").to_numpy()
         names = [c.removeprefix("prob_") for c in oof.filter(like="prob_").columns]
         lg.experiment.log(
-            {"val/confusion_matrix": wandb.plot.confusion_matrix(
-                y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=names
-            )}
+            {
+                "val/confusion_matrix": wandb.plot.confusion_matrix(
+                    y_true=labels.tolist(), preds=probs.argmax(1).tolist(), class_names=names
+                )
+            }
         )
 
 

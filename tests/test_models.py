@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+import arena.models.backbone
 from arena.models import (
     TINY_ARCH,
     BackboneSpec,
     build_backbone,
     build_preference_model,
+    layer_classes,
     load_checkpoint,
     load_tokenizer,
     load_trainable_state_dict,
@@ -152,6 +154,11 @@ def test_spec_dict_round_trip() -> None:
     assert BackboneSpec.from_dict({**spec.to_dict(), "_target_": "x"}) == spec
     with pytest.raises(ValueError, match="unknown backbone keys"):
         BackboneSpec.from_dict({**spec.to_dict(), "chat_templete": True})
+    with pytest.raises(ValueError, match="padding_side"):
+        BackboneSpec.from_dict({**spec.to_dict(), "padding_side": "middle"})
+    assert BackboneSpec(**{**spec.to_dict(), "lora_targets": ["q_proj"]}).lora_targets == (
+        "q_proj",
+    )
 
 
 def test_meta_gemma2_9b_has_the_real_parameter_count(cache_dir: Path) -> None:
@@ -232,7 +239,35 @@ def test_logits_do_not_depend_on_padding_side(family: str, cache_dir: Path) -> N
         assert model(*padded(seqs, "left")).dtype == torch.float32  # head runs in fp32
 
 
+def test_bf16_backbone_keeps_an_fp32_head(cache_dir: Path) -> None:
+    spec = twin("llama", dtype="bfloat16")
+    model = build_preference_model(spec, n_classes=2, lora=LORA, cache_dir=cache_dir)
+    assert model.backbone.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.head.parameters()} == {torch.float32}
+    logits = model(*random_batch())
+    assert logits.dtype == torch.float32
+    logits.sum().backward()
+
+
 # --------------------------------------------------------------------------- LoRA and training
+
+
+def test_meta_plan_with_qlora_counts_adapters(cache_dir: Path) -> None:
+    spec = twin("gemma2", lora_targets=("q_proj", "v_proj"), random_init=False)
+    model = build_preference_model(
+        spec, n_classes=3, lora=LORA, quantization="4bit", cache_dir=cache_dir, meta=True
+    )
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 2 * LORA["r"] * ((64 + 64) + (64 + 32)) + 64 * 3 + 3
+
+
+def test_layer_classes_find_the_sharding_unit(cache_dir: Path) -> None:
+    spec = twin("gemma2", decoder_layer="Gemma2DecoderLayer")
+    model = build_preference_model(spec, n_classes=2, lora=LORA, cache_dir=cache_dir)
+    assert [c.__name__ for c in layer_classes(model, spec)] == ["Gemma2DecoderLayer"]
+    with pytest.raises(ValueError, match="Gemma2DecoderLayer"):
+        layer_classes(model, twin("gemma2", decoder_layer="LlamaDecoderLayer"))
 
 
 def test_lora_trains_only_adapters_and_head(cache_dir: Path) -> None:
@@ -279,21 +314,16 @@ def _qlora_grads(
     state: dict[str, torch.Tensor] | None,
     *,
     validate: bool,
-    repack: bool,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """LoRA grads of one train step, optionally after an eval no-grad pass (a validation epoch)."""
     model = build_preference_model(
         spec, n_classes=2, lora=LORA, quantization="4bit", cache_dir=cache_dir, head_dropout=0.0
     )
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert len(layers) == 2 * len(ALL_LINEAR)
-    assert not any(m.support_avx512bf16_for_cpu for m in layers)  # the fix is applied on load
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) == 2 * len(ALL_LINEAR)
     if state is None:
         perturb(model)
     else:
         load_trainable_state_dict(model, state)
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = repack  # True: the bitsandbytes default on AVX512-BF16
     ids, mask = random_batch()
     if validate:
         model.eval()
@@ -310,15 +340,21 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 @pytest.mark.parametrize("family", DECODERS)
-def test_qlora_gradients_survive_a_validation_pass(family: str, cache_dir: Path) -> None:
+def test_qlora_gradients_survive_a_validation_pass(
+    family: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every Linear4bit believes it runs on an AVX512-BF16 CPU (where bitsandbytes repacks weights
+    # for inference), whether or not this one is.
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
     spec = twin(family)
-    reference, state = _qlora_grads(spec, cache_dir, None, validate=False, repack=False)
-    after_val, _ = _qlora_grads(spec, cache_dir, state, validate=True, repack=False)
+    reference, state = _qlora_grads(spec, cache_dir, None, validate=False)
+    after_val, _ = _qlora_grads(spec, cache_dir, state, validate=True)
     assert _max_diff(reference, after_val) <= 1e-6
-    # The test can fail: with bitsandbytes' CPU repack enabled, as on an AVX512-BF16 CPU, the
-    # training step after a validation pass goes through the inference kernel.
+    # The test can fail: without the fix the training step after the validation pass runs
+    # bitsandbytes' inference kernel, which has no autograd.
+    monkeypatch.setattr(arena.models.backbone, "disable_cpu_weight_repack", lambda model: 0)
     try:
-        broken, _ = _qlora_grads(spec, cache_dir, state, validate=True, repack=True)
+        broken, _ = _qlora_grads(spec, cache_dir, state, validate=True)
     except RuntimeError:  # biased layers may raise an in-place error instead
         return
     assert _max_diff(reference, broken) > 1e-5
@@ -366,6 +402,8 @@ _RELOAD = """
 import json, sys, torch
 from pathlib import Path
 from safetensors.torch import load_file, save_file
+
+import arena.models.backbone
 from arena.models import load_checkpoint
 root, names = Path(sys.argv[1]), sys.argv[2:]
 for name in names:
@@ -412,11 +450,11 @@ def test_checkpoint_is_strict_and_replaces_atomically(tmp_path: Path, cache_dir:
     tok = load_tokenizer(spec, cache_dir)
     config = {"backbone": spec.to_dict(), "model": {"n_classes": 2, "lora": LORA}}
     model = build_preference_model(spec, cache_dir=cache_dir, **config["model"])
-    target = tmp_path / "ckpt"
+    target = tmp_path / "run" / "checkpoints" / "final"
     save_checkpoint(model, tok, config, target)
     save_checkpoint(model, tok, config, target)  # overwrite in place
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp dirs left behind
-    reloaded, _, saved_config = load_checkpoint(target, cache_dir=cache_dir)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["final"]  # no temp dirs left
+    reloaded, _, saved_config = load_checkpoint(tmp_path / "run", cache_dir=cache_dir)
     assert saved_config == config | {"backbone": {**spec.to_dict()}}
     state = trainable_state_dict(reloaded)
     with pytest.raises(KeyError, match="1 missing"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from arena.data import Budget, PreferenceDataModule, Template
-from arena.data.dataset import PairDataset
 from arena.data.swap import swap_pairs
 from arena.data.synthetic import make_synthetic
 from arena.data.tokenize import cached_tokenize, tokenize_pairs

@@ -33,20 +33,29 @@ class Throughput(L.Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._sync()
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         self._sync()
         dt = time.perf_counter() - self._t0
         mask = batch["attention_mask"]
         n, real = int(batch["label"].shape[0]), int(mask.sum())
         self.train_seconds += dt
         self.samples, self.tokens, self.padded = (
-            self.samples + n, self.tokens + real, self.padded + mask.numel()
+            self.samples + n,
+            self.tokens + real,
+            self.padded + mask.numel(),
         )
         w = self._window
         w[0], w[1], w[2] = w[0] + n, w[1] + real, w[2] + dt

@@ -1,4 +1,4 @@
-"""Batching: dynamic padding, token-budget batches for training, length-sorted batches for inference.
+"""Batching: dynamic padding, token-budget training batches, length-sorted inference batches.
 
 Batch samplers here shard themselves under DDP (rank ``r`` of ``w`` takes every ``w``-th batch, and
 every rank gets the same number of batches), so the trainer runs with
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-SwapMode = Literal["none", "random", "both"]
-
 import numpy as np
 import torch
+
+SwapMode = Literal["none", "random", "both"]
 
 
 def plan_batches(

@@ -6,6 +6,7 @@ A teacher is a name, one or more parquet/csv files with columns ``id, prob_model
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ class Teacher:
 
     Attributes:
         name: label used in logs and loss parts.
-        files: its probability files (typically one ``oof.parquet`` per fold).
+        files: its probability files (typically one ``oof.parquet`` per fold); glob patterns
+            are expanded, and a pattern that matches nothing is an error.
         weight: weight of its KL and cosine terms.
     """
 
@@ -54,6 +56,20 @@ def _read_one(path: str, n_classes: int) -> pd.DataFrame:
     return df
 
 
+def expand(teacher: Teacher) -> list[str]:
+    """The teacher's files with glob patterns expanded (sorted)."""
+    paths: list[str] = []
+    for pattern in teacher.files:
+        if glob.has_magic(pattern):
+            matched = sorted(glob.glob(pattern))
+            if not matched:
+                raise DataError(pattern, None, None, f"teacher {teacher.name!r}: no file matches")
+            paths += matched
+        else:
+            paths.append(pattern)
+    return paths
+
+
 def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.ndarray:
     """Probabilities of one teacher for ``ids``.
 
@@ -63,9 +79,10 @@ def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.nda
     Raises:
         DataError: an id appears twice across the teacher's files, or ids are missing.
     """
-    if not teacher.files:
+    files = expand(teacher)
+    if not files:
         raise DataError(f"teacher {teacher.name!r}", None, None, "at least one probability file")
-    frames = [_read_one(f, n_classes).assign(_file=f) for f in teacher.files]
+    frames = [_read_one(f, n_classes).assign(_file=f) for f in files]
     table = pd.concat(frames, ignore_index=True)
     dup = table["id"].duplicated(keep=False)
     if dup.any():
@@ -81,7 +98,7 @@ def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.nda
     missing = wanted.difference(table.index)
     if len(missing):
         raise DataError(
-            ", ".join(teacher.files),
+            ", ".join(files),
             None,
             "id",
             f"probabilities for every training id: {len(missing)} of {len(wanted)} missing "

@@ -113,8 +113,15 @@ class ClassifierModule(L.LightningModule):
         parts = self.compute_loss(loss_fn, logits[:n], batch, stage)
         for name, value in parts.items():
             on_step = stage == "train"
-            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step,
-                     batch_size=n, sync_dist=not on_step, prog_bar=name == "total")
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=on_step,
+                on_epoch=not on_step,
+                batch_size=n,
+                sync_dist=not on_step,
+                prog_bar=name == "total",
+            )
         out["loss"] = parts["total"]
         return out
 
@@ -178,7 +185,10 @@ class ClassifierModule(L.LightningModule):
             num_warmup_steps=int(self.warmup_ratio * total),
             num_training_steps=total,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep only trained parameters (LoRA + head), not frozen or quantized base weights."""

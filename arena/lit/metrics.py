@@ -65,7 +65,9 @@ def collapse_check(
     }
 
 
-def per_group_accuracy(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+def per_group_accuracy(
+    pred: np.ndarray, labels: np.ndarray, groups: np.ndarray
+) -> dict[str, float]:
     """Accuracy within each value of ``groups`` (e.g. language)."""
     return {
         str(g): float((pred[groups == g] == labels[groups == g]).mean()) for g in np.unique(groups)

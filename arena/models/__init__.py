@@ -8,14 +8,7 @@ logits = model(input_ids, attention_mask)  # (B, T), (B, T) -> (B, 2) fp32
 save_checkpoint(model, tokenizer, resolved_config, ckpt_dir)
 """
 
-from arena.models.backbone import (
-    BackboneSpec,
-    arch_config,
-    build_backbone,
-    disable_cpu_weight_repack,
-    quantization_config,
-    torch_dtype,
-)
+from arena.models.backbone import BackboneSpec, arch_config, build_backbone, layer_classes
 from arena.models.checkpoint import load_checkpoint, save_checkpoint
 from arena.models.heads import HEAD_KINDS, ClassifierHead, make_head
 from arena.models.lora import apply_lora
@@ -26,6 +19,7 @@ from arena.models.preference import (
     load_trainable_state_dict,
     trainable_state_dict,
 )
+from arena.models.quant import disable_cpu_weight_repack, quantization_config, torch_dtype
 from arena.models.tiny import TINY_ARCH
 from arena.models.tokenizer import load_tokenizer
 
@@ -41,6 +35,7 @@ __all__ = [
     "build_backbone",
     "build_preference_model",
     "disable_cpu_weight_repack",
+    "layer_classes",
     "load_checkpoint",
     "load_tokenizer",
     "load_trainable_state_dict",

@@ -29,14 +29,23 @@ from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
-    BitsAndBytesConfig,
     PretrainedConfig,
     PreTrainedModel,
 )
 
+from arena.models.quant import (
+    Quantization,
+    disable_cpu_weight_repack,
+    quantization_config,
+    torch_dtype,
+)
 from arena.models.tokenizer import load_tokenizer as load_tokenizer
 
-Quantization = Literal["none", "4bit", "8bit"]
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "kind": ("decoder", "encoder"),
+    "padding_side": ("left", "right"),
+    "pad_token": ("existing", "eos", "unk"),
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,18 @@ class BackboneSpec:
     activation_checkpointing: bool = False
     tokenizer_vocab_size: int = 4096
 
+    def __post_init__(self) -> None:
+        # YAML / Hydra hand lists and DictConfigs: store a hashable tuple and a plain dict
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if self.arch is not None:
+            object.__setattr__(self, "arch", dict(self.arch))
+        for key, allowed in _CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"backbone.{key}={getattr(self, key)!r}; expected one of {allowed}"
+                )
+        torch_dtype(self.dtype)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BackboneSpec:
         """Build from a YAML mapping; ``_``-prefixed keys are ignored, unknown ones rejected."""
@@ -89,10 +110,6 @@ class BackboneSpec:
         unknown = sorted(set(kept) - known)
         if unknown:
             raise ValueError(f"unknown backbone keys {unknown}; known: {sorted(known)}")
-        if "lora_targets" in kept:
-            kept["lora_targets"] = tuple(kept["lora_targets"])
-        if kept.get("arch") is not None:
-            kept["arch"] = dict(kept["arch"])
         return cls(**kept)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,14 +117,6 @@ class BackboneSpec:
         values = asdict(self)
         values["lora_targets"] = list(self.lora_targets)
         return values
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """``"bfloat16"`` -> ``torch.bfloat16``, rejecting anything that is not a float dtype."""
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"backbone.dtype={name!r} is not a torch floating-point dtype")
-    return dtype
 
 
 def arch_config(spec: BackboneSpec) -> PretrainedConfig:
@@ -191,7 +200,9 @@ def _from_pretrained(
 ) -> PreTrainedModel:
     kwargs: dict[str, Any] = {}
     if quantization != "none":
-        kwargs["quantization_config"] = quantization_config(spec, quantization, quant_storage)
+        kwargs["quantization_config"] = quantization_config(
+            quantization, compute_dtype=spec.dtype, quant_storage=quant_storage
+        )
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
@@ -207,42 +218,19 @@ def _from_pretrained(
         raise FileNotFoundError(_missing(spec, source)) from err
 
 
-def quantization_config(
-    spec: BackboneSpec, quantization: Quantization, quant_storage: str | None = None
-) -> BitsAndBytesConfig:
-    """The bitsandbytes config: QLoRA's nf4 + double quant, or LLM.int8()."""
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    if quantization != "4bit":
-        raise ValueError(f"quantization={quantization!r}; expected none, 4bit or 8bit")
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch_dtype(spec.dtype),
-        bnb_4bit_quant_storage=torch_or_uint8(quant_storage or "uint8"),
-    )
+def layer_classes(model: nn.Module, spec: BackboneSpec) -> set[type[nn.Module]]:
+    """The module classes named ``spec.decoder_layer`` in ``model`` (FSDP / checkpointing units).
 
-
-def torch_or_uint8(name: str) -> torch.dtype:
-    """``"uint8"`` or a float dtype name -> torch dtype (valid 4-bit storage types)."""
-    return torch.uint8 if name == "uint8" else torch_dtype(name)
-
-
-def disable_cpu_weight_repack(model: nn.Module) -> int:
-    """Turn off bitsandbytes' CPU inference repack on every ``Linear4bit``; returns how many.
-
-    bitsandbytes 0.50 repacks a 4-bit weight into an AVX512-BF16 layout the first time the layer
-    runs on CPU in eval mode without grad (a validation pass); training forwards after that go
-    through the inference kernel and give wrong LoRA gradients (or an in-place error with a bias).
-    The flag is an instance attribute set in ``Linear4bit.__init__`` from the CPU's features.
+    Raises:
+        ValueError: ``decoder_layer`` is unset or names no module of the model.
     """
-    import bitsandbytes as bnb
-
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = False
-    return len(layers)
+    if spec.decoder_layer is None:
+        raise ValueError(f"backbone {spec.name!r}: set backbone.decoder_layer for sharding")
+    found = {type(m) for m in model.modules() if type(m).__name__ == spec.decoder_layer}
+    if not found:
+        names = sorted({type(m).__name__ for m in model.modules() if "Layer" in type(m).__name__})
+        raise ValueError(f"backbone.decoder_layer={spec.decoder_layer!r} not in model; has {names}")
+    return found
 
 
 def _twin_key(spec: BackboneSpec) -> str:

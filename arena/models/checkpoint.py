@@ -84,7 +84,8 @@ def load_checkpoint(
     """Rebuild the model from the saved config and load its trained weights (eval mode).
 
     Args:
-        directory: A directory written by :func:`save_checkpoint`.
+        directory: A directory written by :func:`save_checkpoint`, or a run dir holding one in
+            ``checkpoints/final``.
         cache_dir: Cache for twin tokenizers / weights.
 
     Returns:
@@ -94,9 +95,9 @@ def load_checkpoint(
         FileNotFoundError: Not a checkpoint directory.
         KeyError: The weights do not match the rebuilt model's trainable parameters.
     """
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{directory} is not a checkpoint ({WEIGHTS_FILE}, {CONFIG_FILE})")
+    directory = checkpoint_dir(directory)
+    if not (directory / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
     config = yaml.safe_load((directory / CONFIG_FILE).read_text())
     spec = BackboneSpec.from_dict(config["backbone"])
     model = build_preference_model(spec, cache_dir=cache_dir, **_model_kwargs(config["model"]))
@@ -112,6 +113,7 @@ def _model_kwargs(section: Mapping[str, Any]) -> dict[str, Any]:
         "spec",
         "cache_dir",
         "meta",
+        "device_map",
     }
     kept = {k: v for k, v in section.items() if not k.startswith("_")}
     unknown = sorted(set(kept) - allowed)

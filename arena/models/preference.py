@@ -19,10 +19,11 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel
 
-from arena.models.backbone import BackboneSpec, Quantization, build_backbone
+from arena.models.backbone import BackboneSpec, build_backbone
 from arena.models.heads import HeadKind, make_head
 from arena.models.lora import apply_lora
 from arena.models.pooling import PoolingMode, pool, positions_from_mask
+from arena.models.quant import Quantization
 
 _LORA_KEYS = {"r", "alpha", "dropout", "targets"}
 
@@ -66,15 +67,17 @@ class PreferenceModel(nn.Module):
             features: (B, F) normalised hand-crafted features, for a fusion head.
 
         Returns:
-            (B, C) float32 logits. The head runs in fp32 with autocast off.
+            (B, C) float32 logits. The head runs with autocast off, in fp32 (as built).
         """
         extra: dict[str, Any] = {}
         if self.is_decoder:
             extra = {"position_ids": positions_from_mask(attention_mask), "use_cache": False}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        pooled = pool(out.last_hidden_state, attention_mask, self.pooling).float()  # (B, H)
+        # the head's own dtype: fp32 as built, unless a "-true" precision plugin converted it
+        dtype = next(self.head.parameters()).dtype
+        pooled = pool(out.last_hidden_state, attention_mask, self.pooling).to(dtype)  # (B, H)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            feats = None if features is None else features.float()
+            feats = None if features is None else features.to(dtype)
             return self.head(pooled, feats).float()
 
 
@@ -92,6 +95,7 @@ def build_preference_model(
     quant_storage: str | None = None,
     mlp_hidden: int = 256,
     head_dropout: float = 0.1,
+    device_map: str | dict[str, Any] | None = None,
 ) -> PreferenceModel:
     """Build backbone, adapters and head (the keyword names are the ``config["model"]`` keys).
 
@@ -109,6 +113,8 @@ def build_preference_model(
         quant_storage: 4-bit storage dtype (FSDP-QLoRA: the compute dtype).
         mlp_hidden: Hidden width of mlp/fusion heads.
         head_dropout: Dropout in the head.
+        device_map: ``from_pretrained`` placement (e.g. ``{"": local_rank}`` to quantize straight
+            onto a GPU); a runtime choice, not part of ``config["model"]``.
 
     Returns:
         The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
@@ -121,7 +127,12 @@ def build_preference_model(
     if lora is not None and set(lora) - _LORA_KEYS:
         raise ValueError(f"unknown lora keys {sorted(set(lora) - _LORA_KEYS)}; known {_LORA_KEYS}")
     backbone = build_backbone(
-        spec, cache_dir=cache_dir, quantization=quantization, meta=meta, quant_storage=quant_storage
+        spec,
+        cache_dir=cache_dir,
+        quantization=quantization,
+        meta=meta,
+        quant_storage=quant_storage,
+        device_map=device_map,
     )
     hidden = backbone.config.hidden_size
     with torch.device("meta") if meta else contextlib.nullcontext():

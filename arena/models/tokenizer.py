@@ -68,6 +68,8 @@ _BERT = _Family(
 _GENERIC = _Family(
     roles={"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}, prefix="<s>"
 )
+# Keyed by arch model_type. Editing a family changes cached twin tokenizers: bump
+# TWIN_CORPUS_VERSION (part of the cache key) with it.
 _FAMILIES: Final[dict[str, _Family]] = {
     "gemma": _GEMMA,
     "gemma2": _GEMMA,
@@ -138,6 +140,10 @@ def _family(spec: BackboneSpec) -> _Family:
     return _FAMILIES.get(model_type, _GENERIC)
 
 
+def _max_length(spec: BackboneSpec) -> int:
+    return int((spec.arch or {}).get("max_position_embeddings", 2048))
+
+
 def _twin_key(spec: BackboneSpec) -> str:
     """Hash of everything that changes a twin tokenizer's files."""
     payload = {
@@ -146,6 +152,7 @@ def _twin_key(spec: BackboneSpec) -> str:
         "vocab": spec.tokenizer_vocab_size,
         "padding_side": spec.padding_side,
         "pad_token": spec.pad_token,
+        "max_length": _max_length(spec),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -184,6 +191,7 @@ def _train_twin_tokenizer(spec: BackboneSpec) -> PreTrainedTokenizerFast:
         tokenizer_object=tok,
         pad_token=pad,
         padding_side=spec.padding_side,
+        model_max_length=_max_length(spec),
         extra_special_tokens=list(family.markers),
         **named,
     )

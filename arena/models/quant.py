@@ -1,0 +1,76 @@
+"""dtypes and bitsandbytes quantization (QLoRA nf4, LLM.int8()), with the CPU repack fix.
+
+config = quantization_config("4bit", compute_dtype="bfloat16", quant_storage="bfloat16")
+model = AutoModel.from_pretrained(path, quantization_config=config, local_files_only=True)
+disable_cpu_weight_repack(model)  # always, right after loading
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import BitsAndBytesConfig
+
+Quantization = Literal["none", "4bit", "8bit"]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16``, rejecting anything that is not a float dtype."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype {name!r} is not a torch floating-point dtype")
+    return dtype
+
+
+def storage_dtype(name: str) -> torch.dtype:
+    """``"uint8"`` or a float dtype name -> torch dtype (the valid 4-bit storage types)."""
+    return torch.uint8 if name == "uint8" else torch_dtype(name)
+
+
+def quantization_config(
+    quantization: Quantization,
+    *,
+    compute_dtype: str = "float32",
+    quant_storage: str | None = None,
+) -> BitsAndBytesConfig:
+    """The bitsandbytes config: QLoRA's nf4 + double quant, or LLM.int8().
+
+    Args:
+        quantization: ``"4bit"`` or ``"8bit"``.
+        compute_dtype: 4-bit compute dtype (the backbone's ``dtype``).
+        quant_storage: 4-bit storage dtype, default ``"uint8"``; FSDP-QLoRA needs the compute
+            dtype here so that packed weights shard like float ones.
+
+    Raises:
+        ValueError: Any other quantization.
+    """
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization != "4bit":
+        raise ValueError(f"quantization={quantization!r}; expected 4bit or 8bit")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
+        bnb_4bit_quant_storage=storage_dtype(quant_storage or "uint8"),
+    )
+
+
+def disable_cpu_weight_repack(model: nn.Module) -> int:
+    """Turn off bitsandbytes' CPU inference repack on every ``Linear4bit``; returns how many.
+
+    bitsandbytes 0.50 repacks a 4-bit weight into an AVX512-BF16 layout the first time the layer
+    runs on CPU in eval mode without grad (a validation pass); training forwards after that go
+    through the inference kernel (no autograd) and give wrong LoRA gradients. The switch is the
+    instance attribute ``support_avx512bf16_for_cpu`` that ``Linear4bit.__init__`` sets from the
+    CPU's features (``bitsandbytes/nn/modules.py``). Only CPU inference speed is given up.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

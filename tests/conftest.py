@@ -1,0 +1,40 @@
+"""Shared fixtures: Hydra composition of the real conf/ and the repo paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from arena.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+os.environ.setdefault("WANDB_MODE", "offline")
+register_resolvers()
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path) -> DictConfig:
+    """Compose conf/train.yaml as ``python -m arena.train`` would, with run paths in tmp_path."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.paths.shared_data = str(SHARED_DATA)
+        cfg.experiment_name = next(
+            (o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "quickstart"
+        )
+    return cfg
+
+
+@pytest.fixture
+def compose_in(tmp_path: Path):
+    return lambda overrides: compose_cfg(overrides, tmp_path)
