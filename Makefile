@@ -14,10 +14,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,demo]'
+	$(PY) -m pip install -q -e '.[dev,demo,sweep]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## create .venv and install arena with dev + demo extras
+install: $(STAMP) ## create .venv and install arena with its dev, demo and sweep extras
 
 train: $(STAMP) ## run the main job: python -m arena.train (the CPU quickstart); ARGS= adds overrides
 	$(PY) -m arena.train $(ARGS)

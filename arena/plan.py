@@ -77,9 +77,7 @@ def memory_gb(
 ) -> dict[str, float]:
     """Estimated peak memory per device, by part."""
     frozen = counts["total"] - counts["trainable"]
-    sharded = "ModelParallel" in str(cfg.trainer.get("strategy", "")) or "fsdp" in str(
-        cfg.trainer.get("strategy", "")
-    )
+    sharded = "FSDP" in str(cfg.trainer.get("strategy", ""))
     shard = devices if sharded else 1
     opt_bytes = 2.0 if "8bit" in str(cfg.optimizer._target_).lower() else 8.0
     weights = (

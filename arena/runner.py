@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from arena.callbacks import OOFWriter, Throughput
 from arena.config import to_container
+from arena.distributed import full_trainable_state
 from arena.io import write_json
 from arena.models import load_tokenizer, save_checkpoint
 from arena.plan import plan_run
@@ -95,13 +96,10 @@ def train_run(cfg: DictConfig) -> float | None:
             lg.log_hyperparams(scrub(to_container(cfg)))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         summary = summarize(cfg, trainer, datamodule, callbacks)
+        weights = full_trainable_state(module.model)  # every rank: gathers FSDP shards
         if trainer.is_global_zero:
-            save_checkpoint(
-                module.model,
-                tokenizer,
-                _checkpoint_config(cfg, datamodule),
-                out / "checkpoints" / "final",
-            )
+            config = _checkpoint_config(cfg, datamodule)
+            save_checkpoint(module.model, tokenizer, config, out / "checkpoints" / "final", weights)
             if (out / "oof.parquet").exists():
                 oof = pd.read_parquet(out / "oof.parquet")
                 labels = datamodule.val_df.set_index("id").loc[oof["id"], "label"].to_numpy()

@@ -38,9 +38,16 @@ def test_plan_numbers_for_gemma2_9b(compose_in) -> None:
 def test_every_experiment_instantiates_with_a_twin(experiment: str, compose_in) -> None:
     cfg = compose_in([f"experiment={experiment}"])
     family = cfg.backbone.spec.arch.model_type
-    overrides = [f"experiment={experiment}", f"backbone={TWIN[family]}", "trainer=cpu",
-                 "logger=csv", "data.train_files=[]", "data.teachers=[]",
-                 "model.model_factory.quantization=none", "data.batch_size=2"]
+    overrides = [
+        f"experiment={experiment}",
+        f"backbone={TWIN[family]}",
+        "trainer=cpu",
+        "logger=csv",
+        "data.train_files=[]",
+        "data.teachers=[]",
+        "model.model_factory.quantization=none",
+        "data.batch_size=2",
+    ]
     if "distill" in experiment:
         overrides.append("model.loss.n_teachers=0")
     cfg = compose_in(overrides)

@@ -1,7 +1,8 @@
 """Writes the validation fold's out-of-fold probabilities and whole-epoch checks.
 
-After every validation epoch (not the sanity check) it logs per-language accuracy and whether the
-model collapsed to the class prior; at the end of fit it writes ``oof.parquet`` (``id``, ``fold``,
+After every validation run (not the sanity check; ``on_validation_end`` comes after the module
+has gathered its predictions) it computes per-language accuracy and whether the model collapsed to
+the class prior, warning when it did; at the end of fit it writes ``oof.parquet`` (``id``, ``fold``,
 ``prob_model_a``, ``prob_model_b`` [, ``prob_tie``]) into the run dir, atomically.
 """
 
@@ -39,7 +40,7 @@ class OOFWriter(L.Callback):
         order = np.argsort(index)
         return index[order], pred[key].float().numpy()[order]
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         got = self._probs(pl_module)
         if trainer.sanity_checking or got is None or not trainer.is_global_zero:
             return

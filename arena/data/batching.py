@@ -138,14 +138,20 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 
 def sorted_batches(
-    lengths: Sequence[int] | np.ndarray, max_tokens: int | None, batch_size: int
+    lengths: Sequence[int] | np.ndarray,
+    max_tokens: int | None,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
 ) -> list[np.ndarray]:
     """Inference batches over rows sorted by length (longest first, so memory peaks early).
 
-    Each batch holds row indices into the original order; outputs are put back with them.
+    Each batch holds row indices into the original order; outputs are put back with them. With
+    ``world > 1`` rank ``r`` takes every ``world``-th row of the sorted order, so every rank gets
+    a share of rows (and of tokens) as equal as the rows allow.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
+    order = np.argsort(-lengths, kind="stable")[rank::world]
     return plan_batches(lengths, order, max_tokens, batch_size)
 
 

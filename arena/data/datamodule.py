@@ -192,9 +192,10 @@ class PreferenceDataModule(L.LightningDataModule):
         """Length-sorted batches, split over DDP ranks; rows are put back in order by the
         ``index`` every batch carries."""
         tokens = self.max_tokens and self.max_tokens * self.eval_batch_size // self.batch_size
-        batches = sorted_batches(dataset.row_lengths(), tokens or None, self.eval_batch_size)
         rank, world = dist_info()
-        return self._loader(dataset, [b.tolist() for b in batches[rank::world]])
+        lengths = dataset.row_lengths()
+        batches = sorted_batches(lengths, tokens or None, self.eval_batch_size, rank, world)
+        return self._loader(dataset, [b.tolist() for b in batches])
 
     def _loader(self, dataset: PairDataset, batch_sampler: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(

@@ -1,5 +1,6 @@
 """Sharding helpers used by the LightningModules under ``trainer=fsdp``."""
 
-from arena.distributed.fsdp import shard_model
+from arena.distributed.fsdp import full_trainable_state, shard_model
+from arena.distributed.strategy import FSDPStrategy
 
-__all__ = ["shard_model"]
+__all__ = ["FSDPStrategy", "full_trainable_state", "shard_model"]

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
+
+from arena.models import trainable_state_dict
 
 
 def _check_quant_storage(model: torch.nn.Module) -> None:
@@ -43,3 +47,19 @@ def shard_model(model: torch.nn.Module, mesh: DeviceMesh, layer_class: str) -> t
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
+
+
+def full_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable weights as whole tensors, gathering FSDP shards.
+
+    A collective when the model is sharded: every rank must call it.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()  # an eval forward can leave the root unsharded with freed storage
+    trained = trainable_state_dict(model)
+    if not any(isinstance(v, DTensor) for v in trained.values()):
+        return trained
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    full = get_model_state_dict(model, options=options)  # every rank; rank 0 gets the tensors
+    return {k: full[k] for k in trained if k in full}

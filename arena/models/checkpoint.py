@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
@@ -49,6 +50,7 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerBase,
     config: Mapping[str, Any],
     directory: Path,
+    weights: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write trainable weights, config and tokenizer; replaces ``directory`` atomically.
 
@@ -57,6 +59,8 @@ def save_checkpoint(
         tokenizer: Its tokenizer.
         config: Resolved run config (dict or OmegaConf) with ``backbone`` and ``model`` sections.
         directory: Target directory; an existing one is replaced.
+        weights: The trainable weights when they are not the model's own local tensors (e.g.
+            gathered from FSDP shards); defaults to :func:`trainable_state_dict` of ``model``.
 
     Returns:
         ``directory``.
@@ -67,8 +71,9 @@ def save_checkpoint(
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        weights = {k: v.detach().cpu().contiguous() for k, v in trainable_state_dict(model).items()}
-        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        state = trainable_state_dict(model) if weights is None else weights
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         _replace_dir(tmp, directory)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-TWIN_CORPUS_VERSION: Final[int] = 1
+from arena.data.synthetic import LANGUAGES
+
+TWIN_CORPUS_VERSION: Final[int] = 2
 
 _SENTENCES: Final[tuple[str, ...]] = (
     "Which response is better? The first answer is correct, the second one is not.",
@@ -49,4 +51,10 @@ _SENTENCES: Final[tuple[str, ...]] = (
     "Assistant: Certainly. User: Thank you! Assistant: You're welcome.",
 )
 
-TWIN_CORPUS: Final[tuple[str, ...]] = _SENTENCES * 4
+# The synthetic quickstart languages' words, so that a twin reads them as whole tokens (a model
+# trained from scratch in minutes cannot also learn to assemble words from byte pieces).
+_SYNTHETIC_WORDS: Final[tuple[str, ...]] = tuple(
+    " ".join(lang.words + lang.markers) for lang in LANGUAGES
+)
+
+TWIN_CORPUS: Final[tuple[str, ...]] = _SENTENCES * 4 + _SYNTHETIC_WORDS * 20

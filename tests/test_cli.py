@@ -1,0 +1,102 @@
+"""The command lines as subprocesses: quickstart outputs, a 2-point multirun, DDP and FSDP on CPU,
+W&B offline files, and refusing to overwrite a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+SMALL = [
+    "data.synthetic.n=240",
+    "data.budget.max_length=96",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def train(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "arena.train", *args, f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def check_run_dir(run: Path, n_rows: int) -> dict:
+    assert (run / ".hydra" / "config.yaml").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    for key in (
+        "val/acc",
+        "val/log_loss",
+        "fold",
+        "n_train",
+        "n_val",
+        "train_seconds",
+        "train_samples_per_second",
+    ):
+        assert key in summary, key
+    assert summary["n_train"] + summary["n_val"] == n_rows
+    oof = pd.read_parquet(run / "oof.parquet")
+    assert list(oof.columns) == ["id", "fold", "prob_model_a", "prob_model_b"]
+    assert len(oof) == summary["n_val"] and (oof["fold"] == summary["fold"]).all()
+    assert ((oof["prob_model_a"] + oof["prob_model_b"] - 1).abs() < 1e-5).all()
+    ckpt = run / "checkpoints"
+    assert (ckpt / "final" / "trainable.safetensors").exists() and (ckpt / "last.ckpt").exists()
+    return summary
+
+
+def test_quickstart_writes_every_artifact(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train([f"hydra.run.dir={run}", *SMALL], tmp_path)
+    check_run_dir(run, 240)
+    with pytest.raises(AssertionError, match="finished run"):
+        train([f"hydra.run.dir={run}", *SMALL], tmp_path)
+
+
+def test_two_fold_multirun_covers_rows_once(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    train(["-m", f"hydra.sweep.dir={sweep}", "data.n_folds=2", "data.fold=0,1", *SMALL], tmp_path)
+    runs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert len(runs) == 2
+    oofs = [pd.read_parquet(r / "oof.parquet") for r in runs]
+    ids = pd.concat([o["id"] for o in oofs])
+    assert ids.is_unique and len(ids) == 240  # disjoint folds covering every row once
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_two_process_cpu(trainer: str, tmp_path: Path) -> None:
+    run = tmp_path / trainer
+    train(
+        [
+            f"hydra.run.dir={run}",
+            f"trainer={trainer}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            *SMALL,
+        ],
+        tmp_path,
+    )
+    summary = check_run_dir(run, 240)
+    assert summary["n_val"] > 0
+
+
+def test_wandb_offline_files_hold_the_metrics(tmp_path: Path) -> None:
+    run = tmp_path / "wandb_run"
+    train([f"hydra.run.dir={run}", "logger=wandb", *SMALL], tmp_path)
+    files = list((run / "wandb").glob("offline-run-*/files/wandb-summary.json"))
+    assert files, list(run.rglob("*"))[:20]
+    logged = json.loads(files[0].read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert abs(logged["val/acc"] - summary["val/acc"]) < 1e-6
