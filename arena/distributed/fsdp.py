@@ -9,9 +9,9 @@ wrong (ENVIRONMENT.md), so that combination is refused here with a clear error.
 from __future__ import annotations
 
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.tensor import DTensor
 
 from arena.models import trainable_state_dict
