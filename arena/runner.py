@@ -18,7 +18,7 @@ from arena.distributed import full_trainable_state
 from arena.io import write_json
 from arena.models import load_tokenizer, save_checkpoint
 from arena.plan import plan_run
-from arena.tracking import close, log_oof, make_loggers, scrub
+from arena.tracking import close, git_commit, log_oof, make_loggers, scrub
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,12 @@ def train_run(cfg: DictConfig) -> float | None:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = make_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    commit = git_commit(cfg.paths.root_dir)
     try:
         for lg in loggers:
-            lg.log_hyperparams(scrub(to_container(cfg)))
+            lg.log_hyperparams({**scrub(to_container(cfg)), "git_commit": commit})
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        summary = summarize(cfg, trainer, datamodule, callbacks)
+        summary = summarize(cfg, trainer, datamodule, callbacks) | {"git_commit": commit}
         weights = full_trainable_state(module.model)  # every rank: gathers FSDP shards
         if trainer.is_global_zero:
             config = _checkpoint_config(cfg, datamodule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,29 @@ def make_loggers(cfg: DictConfig) -> list[Logger]:
             kwargs["offline"] = True
         loggers.append(instantiate(lcfg, **kwargs))
     return loggers
+
+
+def git_commit(root: str | Path) -> str | None:
+    """The commit of the code that runs (``-dirty`` when the work tree has changes), if any."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty.strip() else "")
 
 
 def scrub(data: Any) -> Any:

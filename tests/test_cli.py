@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from safetensors.torch import load_file
 
 from tests.conftest import ROOT
 
@@ -74,22 +75,63 @@ def test_two_fold_multirun_covers_rows_once(tmp_path: Path) -> None:
     assert ids.is_unique and len(ids) == 240  # disjoint folds covering every row once
 
 
-@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
-def test_two_process_cpu(trainer: str, tmp_path: Path) -> None:
+LORA = ["+model.model_factory.lora={r: 4, alpha: 8, dropout: 0.0}"]
+TWO_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", *SMALL]
+
+
+@pytest.mark.parametrize(
+    ("trainer", "extra"),
+    [("ddp", []), ("fsdp", [*LORA, "backbone.spec.activation_checkpointing=true"])],
+)
+def test_two_process_cpu(trainer: str, extra: list[str], tmp_path: Path) -> None:
     run = tmp_path / trainer
     train(
-        [
-            f"hydra.run.dir={run}",
-            f"trainer={trainer}",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "trainer.precision=32-true",
-            *SMALL,
-        ],
+        [f"hydra.run.dir={run}", f"trainer={trainer}", "trainer.devices=2", *TWO_CPU, *extra],
         tmp_path,
     )
     summary = check_run_dir(run, 240)
     assert summary["n_val"] > 0
+    weights = load_file(run / "checkpoints" / "final" / "trainable.safetensors")
+    assert weights and all(v.abs().sum() > 0 for v in weights.values())
+    if extra:  # LoRA under FSDP: only the adapters and the head were gathered and saved
+        assert all("lora_" in k or k.startswith("head.") for k in weights)
+
+
+def test_two_torchrun_nodes_on_loopback(tmp_path: Path) -> None:
+    """Multi-node as far as one machine allows: two torchrun "nodes" of one process each."""
+    run = tmp_path / "nodes"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    args = [
+        f"hydra.run.dir={run}",
+        "trainer=ddp",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        *TWO_CPU,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--master-addr=127.0.0.1",
+        "--master-port=29533",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*torchrun, f"--node-rank={rank}", "-m", "arena.train", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    check_run_dir(run, 240)
 
 
 def wandb_records(path: Path) -> list[bytes]:

@@ -9,12 +9,36 @@ from typing import Any
 import lightning as L
 import torch
 
+# dense bf16/fp16 tensor-core peaks (FLOP/s) of GPUs whose name contains the key
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
+
+def training_flops_per_token(model: torch.nn.Module) -> float:
+    """``2·N·(2 + trained share)``: forward, activation gradients and trained-weight gradients over
+    the non-embedding weights (attention scores left out: a lower bound, as MFU conventions do)."""
+    total = trained = 0
+    for name, p in model.named_parameters():
+        if "embed" not in name:
+            total += p.numel()
+            trained += p.numel() if p.requires_grad else 0
+    return 2.0 * total * (2.0 + trained / max(total, 1))
+
 
 class Throughput(L.Callback):
     """Args:
     log_every_n_steps: how often to log the rates of the last window.
-    flops_per_token: training FLOPs per real token (``plan=true`` computes it), for MFU.
-    peak_flops: the device's peak FLOP/s at the training precision, for MFU.
+    flops_per_token: training FLOPs per real token; None derives it from the model.
+    peak_flops: the device's peak FLOP/s at the training precision; None looks the GPU up in
+        :data:`GPU_PEAK_FLOPS` (no MFU on CPU or an unknown GPU).
     """
 
     def __init__(
@@ -28,6 +52,13 @@ class Throughput(L.Callback):
         self.samples = self.tokens = self.padded = 0
         self._window = [0, 0, 0.0]  # samples, tokens, seconds
         self._t0 = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.peak is None and torch.cuda.is_available():
+            name = torch.cuda.get_device_name()
+            self.peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+        if self.peak and self.flops_per_token is None:
+            self.flops_per_token = training_flops_per_token(pl_module)
 
     def _sync(self) -> None:
         if torch.cuda.is_available():
