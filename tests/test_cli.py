@@ -169,3 +169,21 @@ def test_wandb_offline_files_hold_the_metrics(tmp_path: Path) -> None:
     assert abs(logged["val/acc"] - summary["val/acc"]) < 1e-6
     assert abs(logged["val/log_loss"] - summary["val/log_loss"]) < 1e-6
     assert "train/total" in logged
+
+
+def test_optuna_sweep_uses_the_returned_metric(tmp_path: Path) -> None:
+    sweep = tmp_path / "optuna"
+    train(
+        [
+            "-m",
+            "hparams_search=optuna",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            *SMALL,
+        ],
+        tmp_path,
+    )
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_value" in best and "optimizer.lr" in best
+    assert len(list(sweep.glob("*/summary.json"))) == 2

@@ -1,0 +1,20 @@
+"""Inference with trained checkpoints: batching, swap TTA, ensembles and submission files.
+
+predictor = Predictor.from_checkpoint(run_dir, cache_dir=Path(".cache/arena"))
+probs = predictor.predict(table, TTA("full"))                          # (n, C)
+out = Ensemble([p0, p1], weights=[2, 1], combine="logit").predict(table, TTA("uncertain"))
+"""
+
+from arena.inference.ensemble import TTA, Ensemble, Prediction, combine, select_rows
+from arena.inference.predictor import Encoded, Predictor, assemble
+
+__all__ = [
+    "TTA",
+    "Encoded",
+    "Ensemble",
+    "Prediction",
+    "Predictor",
+    "assemble",
+    "combine",
+    "select_rows",
+]

@@ -1,0 +1,120 @@
+"""What ``python -m arena.predict`` writes: submission layouts, the probability table, metrics.
+
+Layouts of ``submission.csv``:
+
+- ``wsdm``: ``id,winner`` with ``model_a`` / ``model_b`` (the larger of ``p_A`` and ``p_B``; a
+  tie probability, if any, is ignored: that competition has no ties);
+- ``lmsys``: ``id,winner_model_a,winner_model_b,winner_tie`` probabilities (``winner_tie`` is 0
+  for a 2-class model).
+
+:func:`detect_layout` picks the layout of the input file: ``lmsys`` for a file with
+``winner_model_*`` columns or a csv whose prompts are JSON-encoded turn lists (the LMSYS test
+file), ``wsdm`` for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from arena.data.schema import LABEL_NAMES
+from arena.io import atomic_path, write_json, write_parquet
+
+Layout = Literal["wsdm", "lmsys"]
+LMSYS_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
+SUBMISSION_FILE, PROBS_FILE, SUMMARY_FILE = "submission.csv", "probs.parquet", "summary.json"
+
+
+def _head(path: Path, rows: int = 50) -> pd.DataFrame:
+    """Column names (and for csv / jsonl, the first rows) of a pair file."""
+    if path.suffix == ".parquet":
+        return pd.DataFrame(columns=pq.read_schema(path).names)
+    if path.suffix == ".csv":
+        options = {"encoding": "utf-8-sig", "encoding_errors": "replace"}
+        return pd.read_csv(path, nrows=rows, dtype=object, keep_default_na=False, **options)
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline().strip()
+    if path.suffix == ".jsonl" and first.startswith("{"):
+        return pd.DataFrame([json.loads(first)])
+    return pd.DataFrame()
+
+
+def detect_layout(path: str | Path) -> Layout:
+    """``lmsys`` or ``wsdm``, from the columns and cells of the input file (see module doc)."""
+    path = Path(path)
+    head = _head(path)
+    if set(head.columns) & set(LMSYS_COLUMNS):
+        return "lmsys"
+    if path.suffix == ".csv" and "prompt" in head.columns:
+        cells = [c.strip() for c in head["prompt"] if isinstance(c, str) and c.strip()]
+        if cells and all(c.startswith("[") and c.endswith("]") for c in cells):
+            return "lmsys"
+    return "wsdm"
+
+
+def prob_frame(ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """``id`` + ``prob_model_a, prob_model_b[, prob_tie]`` of (n,) ids and (n, C) probabilities."""
+    frame = pd.DataFrame({"id": np.asarray(ids, dtype=object)})
+    for c in range(probs.shape[1]):
+        frame[f"prob_{LABEL_NAMES[c]}"] = probs[:, c]
+    return frame
+
+
+def submission_frame(ids: np.ndarray, probs: np.ndarray, layout: Layout) -> pd.DataFrame:
+    """The submission table of (n,) ids and (n, C) probabilities in ``layout``."""
+    frame = pd.DataFrame({"id": np.asarray(ids, dtype=object)})
+    if layout == "wsdm":
+        frame["winner"] = np.where(probs[:, 0] >= probs[:, 1], "model_a", "model_b")
+        return frame
+    if layout != "lmsys":
+        raise ValueError(f"submission layout must be wsdm or lmsys, got {layout!r}")
+    for c, column in enumerate(LMSYS_COLUMNS):
+        frame[column] = probs[:, c] if c < probs.shape[1] else 0.0
+    return frame
+
+
+def _counts(values: np.ndarray, n_classes: int) -> dict[str, int]:
+    counts = np.bincount(values, minlength=n_classes)
+    return {LABEL_NAMES[c]: int(counts[c]) for c in range(len(counts))}
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Metrics of (n, C) probabilities against (n,) labels (-1 = unlabeled).
+
+    Returns:
+        ``pred_counts`` (argmax per class) always; with labelled rows also ``acc``, ``log_loss``
+        (true-class probability clipped to [1e-15, 1], as Kaggle does), ``label_counts`` and
+        ``n_labeled``; ``n_unscorable`` counts labels the model has no class for (a tie under a
+        2-class model), left out of the metrics.
+    """
+    n_classes = probs.shape[1]
+    labels = np.asarray(labels, dtype=np.int64)
+    out: dict[str, Any] = {"pred_counts": _counts(probs.argmax(1), n_classes)}
+    ok = (labels >= 0) & (labels < n_classes)
+    if (labels >= n_classes).any():
+        out["n_unscorable"] = int((labels >= n_classes).sum())
+    if ok.any():
+        truth = labels[ok]
+        p_true = np.clip(probs[ok, truth], 1e-15, 1.0)
+        out.update(
+            n_labeled=int(ok.sum()),
+            acc=float((probs[ok].argmax(1) == truth).mean()),
+            log_loss=float(-np.log(p_true).mean()),
+            label_counts=_counts(truth, n_classes),
+        )
+    return out
+
+
+def write_outputs(
+    out_dir: Path, ids: np.ndarray, probs: np.ndarray, layout: Layout, summary: dict[str, Any]
+) -> None:
+    """Write ``submission.csv``, ``probs.parquet`` and ``summary.json`` atomically."""
+    with atomic_path(out_dir / SUBMISSION_FILE) as tmp:
+        submission_frame(ids, probs, layout).to_csv(tmp, index=False)
+    write_parquet(out_dir / PROBS_FILE, prob_frame(ids, probs))
+    write_json(out_dir / SUMMARY_FILE, summary)
