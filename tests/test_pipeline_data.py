@@ -100,3 +100,16 @@ def test_fold_none_trains_on_everything(tokenizer, tmp_path: Path) -> None:
     dm = datamodule(tokenizer, tmp_path, fold=None)
     dm.setup("fit")
     assert len(dm.train_df) == 300 and dm.val_set is None and dm.val_dataloader() == []
+
+
+def test_training_rows_need_targets_and_enough_classes(tokenizer, tmp_path: Path) -> None:
+    from arena.data.datamodule import check_trainable
+    from arena.data.schema import DataError
+
+    df = make_synthetic(20, seed=5, n_classes=3)
+    with pytest.raises(DataError, match="data.n_classes=3"):
+        check_trainable(df, 2)
+    check_trainable(df, 3)
+    df.loc[3, "label"] = -1
+    with pytest.raises(DataError, match="1 rows have neither"):
+        check_trainable(df, 3)

@@ -21,7 +21,7 @@ from arena.data.features import FeatureNormalizer, compute_features, swap_featur
 from arena.data.folds import folds_for
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_many
-from arena.data.schema import n_classes_of, one_hot
+from arena.data.schema import DataError, n_classes_of, one_hot
 from arena.data.synthetic import make_synthetic
 from arena.data.teachers import Teacher, load_teachers
 from arena.data.tokenize import cached_tokenize
@@ -40,6 +40,28 @@ def table_arrays(
         if soft is not None and not (isinstance(soft, float) and np.isnan(soft)):
             targets[i] = np.asarray(soft, dtype=np.float32)
     return PairArrays(labels=labels, targets=targets, teachers=teachers, features=features)
+
+
+def check_trainable(df: pd.DataFrame, n_classes: int) -> None:
+    """Training rows need a target, and ties need a third class: say which source breaks it."""
+    unlabeled = (df["label"].to_numpy() < 0) & df["soft_label"].isna().to_numpy()
+    if unlabeled.any():
+        sources = sorted(set(df["source"][unlabeled]))
+        raise DataError(
+            ", ".join(sources),
+            None,
+            "label",
+            f"a label or soft label on every "
+            f"training row; {int(unlabeled.sum())} rows have neither",
+        )
+    if n_classes_of(df) > n_classes:
+        sources = sorted(set(df["source"][df["label"].to_numpy() == 2]))
+        raise DataError(
+            ", ".join(sources),
+            None,
+            "label",
+            f"{n_classes} classes (data.n_classes), found ties: set data.n_classes=3",
+        )
 
 
 class PreferenceDataModule(L.LightningDataModule):
@@ -159,6 +181,7 @@ class PreferenceDataModule(L.LightningDataModule):
             return
         table = self.read_table()
         self.n_classes = self.n_classes or n_classes_of(table)
+        check_trainable(table, self.n_classes)
         self.train_df, self.val_df = self.split(table)
         teachers = None
         if self.teachers:
