@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +29,11 @@ def _n_features(enabled: bool) -> int:
 
 def register_resolvers() -> None:
     """Register ``${pkg_model_path:pkg}``, ``${len:list}`` and ``${n_features:flag}`` once."""
-    resolvers = {"pkg_model_path": _pkg_model_path, "len": len, "n_features": _n_features}
+    resolvers: dict[str, Callable[..., Any]] = {
+        "pkg_model_path": _pkg_model_path,
+        "len": len,
+        "n_features": _n_features,
+    }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -49,10 +49,8 @@ class OOFWriter(L.Callback):
         labels = val["label"].to_numpy()
         pred = probs.argmax(1)
         log_loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean())
-        self.checks = collapse_check(probs, labels, log_loss)
-        self.checks["acc_by_language"] = per_group_accuracy(
-            pred, labels, val["language"].to_numpy()
-        )
+        by_language = per_group_accuracy(pred, labels, val["language"].to_numpy())
+        self.checks = {**collapse_check(probs, labels, log_loss), "acc_by_language": by_language}
         if self.checks["collapsed"]:
             pl_module.print(
                 f"WARNING: validation predictions sit at the class prior (log loss {log_loss:.4f} "

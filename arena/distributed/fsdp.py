@@ -8,6 +8,8 @@ wrong (ENVIRONMENT.md), so that combination is refused here with a clear error.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
@@ -62,4 +64,4 @@ def full_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return trained
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     full = get_model_state_dict(model, options=options)  # every rank; rank 0 gets the tensors
-    return {k: full[k] for k in trained if k in full}
+    return {k: cast(torch.Tensor, full[k]) for k in trained if k in full}

@@ -9,7 +9,7 @@ swapped input) and ``val/swap_consistency``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -35,11 +35,11 @@ def gather_rows(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
     """Concatenate (n_r, ...) tensors of every rank, n_r possibly different per rank."""
     if module.trainer.world_size == 1:
         return x
-    n = module.all_gather(torch.tensor(x.shape[0], device=x.device))
+    n = cast(torch.Tensor, module.all_gather(torch.tensor(x.shape[0], device=x.device)))
     longest = int(n.max())
     padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
     padded[: x.shape[0]] = x
-    every = module.all_gather(padded)
+    every = cast(torch.Tensor, module.all_gather(padded))
     return torch.cat([every[r, : int(n[r])] for r in range(every.shape[0])])
 
 
@@ -166,7 +166,7 @@ class ClassifierModule(L.LightningModule):
 
     def _param_groups(self) -> list[dict[str, Any]]:
         assert self.model is not None
-        head = [p for p in self.model.head.parameters() if p.requires_grad]
+        head = [p for p in cast(torch.nn.Module, self.model.head).parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
         groups: list[dict[str, Any]] = [{"params": rest, "name": "backbone"}] if rest else []

@@ -6,6 +6,7 @@ sampler drew the swapped order; validation is the classifier's (CE and metrics, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,8 +22,14 @@ class DistillModule(ClassifierModule):
         loss: the distillation loss (its ``n_teachers`` must match the data's teachers).
     """
 
-    def __init__(self, *args: Any, loss: DistillLoss, **kwargs: Any):
-        super().__init__(*args, loss=loss, **kwargs)
+    def __init__(
+        self,
+        model_factory: Callable[[], torch.nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss: DistillLoss,
+        **kwargs: Any,
+    ):
+        super().__init__(model_factory, optimizer, loss=loss, **kwargs)
 
     def compute_loss(
         self, loss_fn: torch.nn.Module, logits: torch.Tensor, batch: Batch, stage: str
