@@ -107,3 +107,13 @@ def test_collator_stacks_both_orders() -> None:
     assert batch["input_ids"].shape == (4, 3)
     assert batch["label"].shape == (2,)
     assert torch.equal(batch["features"][2:], torch.zeros(2, 3))
+
+
+def test_lightning_reaches_set_epoch() -> None:
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    s = LengthBatchSampler(lengths(), batch_size=16, seed=3)
+    loader = torch.utils.data.DataLoader(range(500), batch_sampler=s)
+    first = list(s)
+    _set_sampler_epoch(loader, 1)
+    assert s.epoch == 1 and list(s) != first

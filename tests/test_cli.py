@@ -3,14 +3,18 @@ W&B offline files, and refusing to overwrite a finished run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
@@ -187,3 +191,43 @@ def test_optuna_sweep_uses_the_returned_metric(tmp_path: Path) -> None:
     best = (sweep / "optimization_results.yaml").read_text()
     assert "best_value" in best and "optimizer.lr" in best
     assert len(list(sweep.glob("*/summary.json"))) == 2
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Kill a run hard mid-epoch, rerun with ckpt_path=last: same final metrics as no kill."""
+    args = [
+        *SMALL,
+        "data.synthetic.n=480",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.every_n_epochs=null",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+    ]
+    train([f"hydra.run.dir={tmp_path / 'reference'}", *args], tmp_path)
+    run = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "arena.train",
+        f"hydra.run.dir={run}",
+        *args,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last, step = run / "checkpoints" / "last.ckpt", 0
+    while proc.poll() is None and step < 27:  # 24 steps per epoch: stop inside the second
+        time.sleep(0.2)
+        with contextlib.suppress(Exception):
+            step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists(), "the run ended before it could be killed"
+    assert 24 < step < 48
+    train([f"hydra.run.dir={run}", *args, "ckpt_path=last"], tmp_path)
+    got = json.loads((run / "summary.json").read_text())
+    want = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    assert got["global_step"] == want["global_step"] == 48
+    for key in ("val/acc", "val/log_loss", "val/acc_tta", "val/swap_consistency"):
+        assert abs(got[key] - want[key]) < 1e-6, (key, got[key], want[key])

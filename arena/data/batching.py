@@ -48,6 +48,17 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+class _EpochHook:
+    """Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, never on a batch sampler itself:
+    this forwards it, so each epoch reshuffles."""
+
+    def __init__(self, owner: LengthBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Training batches of similar length, in random order, sharded over DDP ranks.
 
@@ -90,6 +101,7 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.drop_last = drop_last
         self.epoch = 0
         self.rank, self.world = dist_info()
+        self.sampler = _EpochHook(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -129,8 +141,17 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
         padded = batches + batches[: per_rank * self.world - len(batches)]
         return padded[self.rank :: self.world]
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches whenever ``epoch`` is iterated (Lightning may
+        iterate a resumed epoch more than once before training on it); a later epoch ends this."""
+        self._resume = (epoch, batches_done)
+
     def __iter__(self) -> Iterator[list[int]]:
-        for b in self._shard(self._all_batches()):
+        epoch, skip = getattr(self, "_resume", (-1, 0))
+        if self.epoch > epoch:
+            self._resume = (-1, 0)
+        start = skip if epoch == self.epoch else 0
+        for b in self._shard(self._all_batches())[start:]:
             yield b.tolist()
 
     def __len__(self) -> int:

@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from arena.data.batching import Collator, LengthBatchSampler, SwapMode, dist_info, sorted_batches
+from arena.data.batching import (
+    Collator,
+    LengthBatchSampler,
+    SwapMode,
+    dist_info,
+    sorted_batches,
+)
 from arena.data.dataset import PairArrays, PairDataset, View
 from arena.data.features import FeatureNormalizer, compute_features, swap_features
 from arena.data.folds import folds_for
@@ -128,6 +134,8 @@ class PreferenceDataModule(L.LightningDataModule):
         self.max_tokens, self.bucket_batches = max_tokens, bucket_batches
         self.num_workers, self.cache_dir, self.seed = num_workers, Path(cache_dir), seed
         self.normalizer: FeatureNormalizer | None = None
+        self._resume: dict[str, int] | None = None
+        self._train_sampler: LengthBatchSampler | None = None
         self.report: dict[str, Any] = {}
         self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
 
@@ -204,7 +212,24 @@ class PreferenceDataModule(L.LightningDataModule):
             swap=self.swap,
             swap_prob=self.swap_prob,
         )
+        if self._resume is not None:
+            sampler.resume(**self._resume)
+        self._train_sampler = sampler
         return self._loader(self.train_set, sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands within its epoch; Lightning saves it in every checkpoint."""
+        if self.trainer is None or self._train_sampler is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": self._train_sampler.epoch, "batches_done": int(progress)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """On ``ckpt_path=...``: skip the batches the interrupted run had already trained on, so
+        the resumed run sees exactly the batches an uninterrupted one would have."""
+        self._resume = dict(state) or None
+        if self._resume is not None and self._train_sampler is not None:
+            self._train_sampler.resume(**self._resume)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader | list:
         if self.val_set is None:

@@ -8,10 +8,12 @@ swapped input) and ``val/swap_consistency``.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any, cast
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -41,6 +43,30 @@ def gather_rows(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     every = cast(torch.Tensor, module.all_gather(padded))
     return torch.cat([every[r, : int(n[r])] for r in range(every.shape[0])])
+
+
+def capture_rng() -> dict[str, Any]:
+    """States of Python's, NumPy's and torch's (CPU and CUDA) random generators, as tensors and
+    plain values only, so that Lightning's ``weights_only`` checkpoint loading accepts them."""
+    name, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())
+    state = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class ClassifierModule(L.LightningModule):
@@ -190,8 +216,22 @@ class ClassifierModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the saved random streams for the first batch after a resume."""
+        self._rng_to_restore = checkpoint.get("rng")
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Restore the random streams (dropout) right before the first resumed step: setting up
+        the data loaders draws from them, which the uninterrupted run did at another time."""
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            restore_rng(state)
+            self._rng_to_restore = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only trained parameters (LoRA + head), not frozen or quantized base weights."""
+        """Keep only trained parameters (LoRA + head), not frozen or quantized base weights;
+        add the random streams (dropout) for an exact resume."""
+        checkpoint["rng"] = capture_rng()
         trained = {n for n, p in self.named_parameters() if p.requires_grad}
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("model.") and k not in trained]:
