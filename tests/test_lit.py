@@ -189,3 +189,30 @@ def test_init_from_starts_from_saved_weights(setup, tmp_path: Path) -> None:
     got = dict(second.model.named_parameters())
     for name, value in saved.items():
         assert torch.equal(got[name].detach(), value), name
+
+
+def test_fusion_head_trains_on_engineered_features(tmp_path: Path) -> None:
+    from arena.data.features import FEATURE_NAMES
+
+    tok = load_tokenizer(SPEC, tmp_path)
+    dm = PreferenceDataModule(
+        tok,
+        Template(),
+        synthetic={"n": 64, "seed": 3},
+        batch_size=8,
+        features=True,
+        budget=Budget(max_length=96, min_field_tokens=4),
+        cache_dir=str(tmp_path),
+    )
+    factory = partial(
+        build_preference_model,
+        SPEC,
+        n_classes=2,
+        cache_dir=tmp_path,
+        head="fusion",
+        n_features=len(FEATURE_NAMES),
+    )
+    clf = ClassifierModule(factory, partial(torch.optim.AdamW, lr=1e-3), n_classes=2)
+    trainer(tmp_path, limit_train_batches=2, limit_val_batches=1).fit(clf, datamodule=dm)
+    assert dm.normalizer is not None  # fitted on the training rows, saved with checkpoints
+    assert torch.isfinite(clf.trainer.callback_metrics["val/log_loss"])

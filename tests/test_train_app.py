@@ -58,3 +58,18 @@ def test_every_experiment_instantiates_with_a_twin(experiment: str, compose_in) 
     assert trainer.max_epochs == cfg.trainer.max_epochs
     spec = instantiate(cfg.backbone.spec)
     assert spec.name == cfg.backbone.spec.name
+
+
+@pytest.mark.parametrize("launcher", ["local", "joblib", "submitit_slurm"])
+def test_launchers_compose(launcher: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.split(".")[-1] in (
+        "BasicLauncher",
+        "JoblibLauncher",
+        "SlurmLauncher",
+    )
