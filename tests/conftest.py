@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from arena.config import register_resolvers
+from arena.inference import Predictor
+from tests.predict_helpers import CHECKPOINTS, build_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -38,3 +42,31 @@ def compose_cfg(overrides: list[str], tmp_path: Path) -> DictConfig:
 @pytest.fixture
 def compose_in(tmp_path: Path):
     return lambda overrides: compose_cfg(overrides, tmp_path)
+
+
+# -- inference fixtures (tests/test_predict*.py) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models are fastest single-threaded, and the shared CPU is often oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    """Tiny checkpoints of every kind in CHECKPOINTS (scored single-threaded)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    return {name: build_checkpoint(name, root, root / "cache") for name in CHECKPOINTS}
+
+
+@pytest.fixture(scope="module")
+def predictors(ckpts: dict[str, Path]) -> dict[str, Predictor]:
+    cache = ckpts["fusion2"].parent / "cache"
+    return {
+        name: Predictor.from_checkpoint(path, cache_dir=cache, max_tokens=1200, batch_size=16)
+        for name, path in ckpts.items()
+    }

@@ -4,7 +4,6 @@ submission layouts and metrics. The command line is tested in ``test_predict_cli
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,34 +19,9 @@ from arena.inference.submission import detect_layout, evaluate, submission_frame
 from tests.predict_helpers import (
     CHECKPOINTS,
     TEMPLATE,
-    build_checkpoint,
     write_lmsys_test,
     write_wsdm,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models are fastest single-threaded, and the shared CPU is often oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ckpts")
-    return {name: build_checkpoint(name, root, root / "cache") for name in CHECKPOINTS}
-
-
-@pytest.fixture(scope="module")
-def predictors(ckpts: dict[str, Path]) -> dict[str, Predictor]:
-    cache = ckpts["fusion2"].parent / "cache"
-    return {
-        name: Predictor.from_checkpoint(path, cache_dir=cache, max_tokens=1200, batch_size=16)
-        for name, path in ckpts.items()
-    }
 
 
 @pytest.fixture(scope="module")

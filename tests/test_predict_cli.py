@@ -7,45 +7,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from arena.data.synthetic import make_synthetic
-from arena.inference import TTA, Ensemble, Predictor
+from arena.inference import TTA, Ensemble
 from tests.conftest import ROOT
-from tests.predict_helpers import CHECKPOINTS, build_checkpoint, write_lmsys_test, write_wsdm
+from tests.predict_helpers import (
+    write_lmsys_test,
+    write_wsdm,
+)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models are fastest single-threaded, and the shared CPU is often oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ckpts")
-    return {name: build_checkpoint(name, root, root / "cache") for name in CHECKPOINTS}
-
-
-@pytest.fixture(scope="module")
-def predictors(ckpts: dict[str, Path]) -> dict[str, Predictor]:
-    cache = ckpts["fusion2"].parent / "cache"
-    return {
-        name: Predictor.from_checkpoint(path, cache_dir=cache, max_tokens=1200, batch_size=16)
-        for name, path in ckpts.items()
-    }
 
 
 def predict_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
