@@ -74,7 +74,7 @@ def curve(label: np.ndarray, plain: np.ndarray, back: np.ndarray) -> list[dict[s
     """Metrics after uncertain TTA at every fraction in :data:`FRACTIONS`."""
     base = metrics(plain, label)
     full = metrics((plain + back) / 2, label)
-    gain = base["log_loss"] - full["log_loss"]
+    gain, acc_gain = base["log_loss"] - full["log_loss"], full["acc"] - base["acc"]
     out = []
     for fraction in FRACTIONS:
         rows = uncertain_rows(plain, fraction)
@@ -89,6 +89,7 @@ def curve(label: np.ndarray, plain: np.ndarray, back: np.ndarray) -> list[dict[s
                 "acc_change": m["acc"] - base["acc"],
                 "log_loss_change": m["log_loss"] - base["log_loss"],
                 "share_of_full_gain": (base["log_loss"] - m["log_loss"]) / gain if gain else 0.0,
+                "share_of_full_acc_gain": (m["acc"] - base["acc"]) / acc_gain if acc_gain else 0.0,
             }
         )
     return out
