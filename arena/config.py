@@ -27,12 +27,19 @@ def _n_features(enabled: bool) -> int:
     return len(FEATURE_NAMES) if enabled else 0
 
 
+def _teacher_weights(teachers: Any) -> list[float]:
+    """The ``weight`` of every entry of ``data.teachers`` (1.0 when left out)."""
+    return [float(t.get("weight", 1.0)) for t in teachers]
+
+
 def register_resolvers() -> None:
-    """Register ``${pkg_model_path:pkg}``, ``${len:list}`` and ``${n_features:flag}`` once."""
+    """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:flag}`` and
+    ``${teacher_weights:teachers}`` once."""
     resolvers: dict[str, Callable[..., Any]] = {
         "pkg_model_path": _pkg_model_path,
         "len": len,
         "n_features": _n_features,
+        "teacher_weights": _teacher_weights,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

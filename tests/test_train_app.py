@@ -73,3 +73,11 @@ def test_launchers_compose(launcher: str) -> None:
         "JoblibLauncher",
         "SlurmLauncher",
     )
+
+
+def test_distill_loss_takes_the_teachers_weights(compose_in) -> None:
+    cfg = compose_in(["experiment=distill_gemma9b", "data.teachers.0.weight=2.0"])
+    loss = instantiate(cfg.model.loss)
+    assert loss.n_teachers == 2
+    assert list(cfg.model.loss.teacher_weights) == [2.0, 1.0]
+    assert list(compose_in(["experiment=distill_qwen14b"]).model.loss.teacher_weights) == [1.0] * 3
