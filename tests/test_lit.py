@@ -216,3 +216,25 @@ def test_fusion_head_trains_on_engineered_features(tmp_path: Path) -> None:
     trainer(tmp_path, limit_train_batches=2, limit_val_batches=1).fit(clf, datamodule=dm)
     assert dm.normalizer is not None  # fitted on the training rows, saved with checkpoints
     assert torch.isfinite(clf.trainer.callback_metrics["val/log_loss"])
+
+
+def test_fused_adamw_clips_under_bf16_mixed(setup, tmp_path: Path) -> None:
+    """Lightning refuses to clip for fused AdamW under any mixed precision; with bf16 there is no
+    scaler, so the module clips itself and every step's gradient norm is capped."""
+    tok, _, _ = setup
+    norms: list[float] = []
+
+    class Recorded(ClassifierModule):
+        def configure_gradient_clipping(self, optimizer, **kw) -> None:
+            super().configure_gradient_clipping(optimizer, **kw)
+            grads = [p.grad.norm() for p in self.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack(grads))))
+
+    student = Recorded(
+        partial(build_preference_model, SPEC, n_classes=2, cache_dir=tmp_path),
+        partial(torch.optim.AdamW, lr=1e-3, fused=True),
+        n_classes=2,
+    )
+    fit = trainer(tmp_path, precision="bf16-mixed", gradient_clip_val=1e-3, max_steps=3)
+    fit.fit(student, datamodule=make_dm(tok, tmp_path))
+    assert len(norms) == 3 and max(norms) <= 1e-3 * (1 + 1e-3)

@@ -216,6 +216,25 @@ class ClassifierModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip here when no grad scaler is in play (fp32, bf16): Lightning's mixed-precision
+        plugin refuses to clip for optimizers that can unscale internally (fused AdamW) even under
+        bf16-mixed, where there is nothing to unscale. Under fp16 (a scaler) Lightning decides."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if not gradient_clip_val or scaler is not None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the saved random streams for the first batch after a resume."""
         self._rng_to_restore = checkpoint.get("rng")
