@@ -124,7 +124,7 @@ class ClassifierModule(L.LightningModule):
             if self.shard_layer is None:
                 raise ValueError("trainer=fsdp needs backbone.spec.decoder_layer")
             shard_model(model, self.device_mesh["data_parallel"], self.shard_layer)
-        self.model = model
+        self.model = model.train()  # from_pretrained returns eval mode: dropout would stay off
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """(B or 2B, C) float32 logits."""
