@@ -3,10 +3,14 @@
 config = quantization_config("4bit", compute_dtype="bfloat16", quant_storage="bfloat16")
 model = AutoModel.from_pretrained(path, quantization_config=config, local_files_only=True)
 disable_cpu_weight_repack(model)  # always, right after loading
+quantization_from_bits(8)  # "8bit": the predict / merge CLIs' ``quantize=8``
+stored_quantization(Path("ckpt/backbone"))  # "8bit" for a saved pre-quantized backbone
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -74,3 +78,41 @@ def disable_cpu_weight_repack(model: nn.Module) -> int:
     for layer in layers:
         layer.support_avx512bf16_for_cpu = False
     return len(layers)
+
+
+def quantization_from_bits(bits: int | str | None) -> Quantization | None:
+    """The CLIs' ``quantize=null|8|4`` / ``export_bits=...`` as a quantization (None: unset).
+
+    Raises:
+        ValueError: Anything but null, 8 or 4 (also accepted: ``"8bit"``, ``"4bit"``, ``"none"``).
+    """
+    if bits is None:
+        return None
+    names: dict[str, Quantization] = {"8": "8bit", "4": "4bit", "8bit": "8bit", "4bit": "4bit"}
+    names["none"] = "none"
+    key = str(bits).strip().lower()
+    if key not in names:
+        raise ValueError(f"quantization bits {bits!r}; expected null, 8 (LLM.int8()) or 4 (nf4)")
+    return names[key]
+
+
+def stored_quantization(directory: str | Path) -> Quantization:
+    """How the weights saved in ``directory`` (a ``save_pretrained`` dir) are quantized.
+
+    bitsandbytes-serialized weights carry a ``quantization_config`` in ``config.json``; plain
+    float weights do not (``"none"``).
+
+    Raises:
+        ValueError: A quantization method other than bitsandbytes 8-bit / 4-bit.
+    """
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        return "none"
+    quant = json.loads(path.read_text()).get("quantization_config")
+    if not quant:
+        return "none"
+    if quant.get("load_in_8bit"):
+        return "8bit"
+    if quant.get("load_in_4bit"):
+        return "4bit"
+    raise ValueError(f"{path}: quantization_config {quant} is not bitsandbytes 8-bit or 4-bit")

@@ -1,0 +1,124 @@
+"""Merge K fold checkpoints into one model; score it against the folds' logit ensemble; export a
+bitsandbytes 8-bit / 4-bit copy.
+
+Usage:
+    python -m arena.merge ckpts=[<run0>,<run1>,<run2>] output_dir=<dir>            # method=delta
+    python -m arena.merge ckpts=[...] output_dir=<dir> method=factor data.test_file=val.parquet
+    python -m arena.merge ckpts=[...] output_dir=<dir> export_bits=8                # + int8 copy
+    python -m arena.predict ckpt=<dir>/checkpoints/final data.test_file=test.parquet quantize=8
+
+Writes into ``output_dir``: ``checkpoints/final/`` (the merged model, a checkpoint that
+``arena.predict`` loads), ``checkpoints/quantized_<bits>bit/`` with ``export_bits``, and
+``summary.json``: ``method``, ``ckpts``, ``n_folds``, ``merge_seconds`` and, with
+``data.test_file``, ``n_rows``, the merged model's ``acc`` / ``log_loss``, the fold ensemble's
+(``combine=logit``) ``ensemble_acc`` / ``ensemble_log_loss``, their ``max_abs_prob_diff`` and an
+``export`` block comparing the quantized copy with the merged model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from arena.config import register_resolvers
+from arena.inference.ensemble import combine
+from arena.inference.run import load_ensemble, quantized_block, read_test, resolve_device
+from arena.inference.submission import evaluate
+from arena.io import write_json
+from arena.models.checkpoint import checkpoint_dir
+from arena.models.merge import merge_checkpoints, quantized_copy, save_merged
+from arena.models.quant import quantization_from_bits
+
+register_resolvers()
+log = logging.getLogger(__name__)
+
+
+def _log_probs(cfg: DictConfig, path: Path, table: pd.DataFrame, device: torch.device) -> Any:
+    """(n, C) log probabilities of every row of ``table`` under one checkpoint (as saved)."""
+    one = OmegaConf.create(
+        {
+            "ckpt": str(path),
+            "weights": None,
+            "combine": "logit",
+            "quantize": None,
+            "autocast": cfg.autocast,
+            "batch_size": cfg.batch_size,
+            "max_tokens": cfg.max_tokens,
+            "paths": {"cache_dir": cfg.paths.cache_dir},
+        }
+    )
+    member = load_ensemble(one, device).members[0]
+    return member.log_probs(member.encode(table), np.arange(len(table)))
+
+
+def compare(
+    cfg: DictConfig, table: pd.DataFrame, folds: list[Path], merged: Path, export: Path | None
+) -> dict[str, Any]:
+    """Score ``table`` with the merged model, the folds' logit ensemble and the exported copy."""
+    device = resolve_device(cfg.device)
+    labels = table["label"].to_numpy()
+    parts = [_log_probs(cfg, p, table, device) for p in folds]  # one fold in memory at a time
+    ensemble = combine(parts, [1 / len(folds)] * len(folds), "logit")
+    probs = np.exp(_log_probs(cfg, merged, table, device))
+    ours, theirs = evaluate(probs, labels), evaluate(ensemble, labels)
+    out: dict[str, Any] = {
+        "n_rows": len(table),
+        "max_abs_prob_diff": float(np.abs(probs - ensemble).max()) if len(table) else 0.0,
+    }
+    for key in ("acc", "log_loss"):
+        if key in ours:
+            out |= {key: ours[key], f"ensemble_{key}": theirs[key]}
+    if export is not None:
+        quantized = np.exp(_log_probs(cfg, export, table, device))
+        out["export"] = quantized_block(int(cfg.export_bits), quantized, probs, labels)
+    return out
+
+
+def merge_run(cfg: DictConfig) -> dict[str, Any]:
+    """Merge ``cfg.ckpts``, save, optionally export and compare; returns the summary."""
+    ckpts = list(cfg.ckpts) if isinstance(cfg.ckpts, ListConfig | list) else [cfg.ckpts]
+    folds = [checkpoint_dir(str(p)) for p in ckpts]
+    bits = quantization_from_bits(cfg.export_bits)  # bad values fail before any work
+    table = read_test(cfg)[0] if cfg.data.test_file else None
+    out, cache = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir)
+    began = time.perf_counter()
+    model, tokenizer, config = merge_checkpoints(folds, method=cfg.method, cache_dir=cache)
+    merged = save_merged(model, tokenizer, config, out / "checkpoints" / "final")
+    del model
+    summary: dict[str, Any] = {
+        "method": cfg.method,
+        "ckpts": [str(p) for p in folds],
+        "n_folds": len(folds),
+        "checkpoint": str(merged),
+        "merge_seconds": time.perf_counter() - began,
+    }
+    export = None
+    if bits not in (None, "none"):
+        copy = quantized_copy(merged, bits, cache_dir=cache)
+        export = save_merged(*copy, out / "checkpoints" / f"quantized_{bits}")
+        summary["export"] = {"bits": int(cfg.export_bits)}
+    if table is not None:
+        summary |= compare(cfg, table, folds, merged, export)
+    if export is not None:
+        summary["export"]["checkpoint"] = str(export)
+    write_json(out / "summary.json", summary)
+    log.info("merged %d checkpoints (%s) into %s", len(folds), cfg.method, merged)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="merge")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra entry; returns the summary."""
+    return merge_run(cfg)
+
+
+if __name__ == "__main__":
+    main()
