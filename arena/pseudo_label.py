@@ -1,0 +1,161 @@
+"""Soft-label unlabeled pairs with a checkpoint or an ensemble, for the next semi-supervised round.
+
+Usage:
+    python -m arena.pseudo_label ckpt=<round-0 run dir> data.unlabeled_file=unlabeled.parquet \
+        output_file=data/pseudo_r1.parquet round=1
+    python -m arena.pseudo_label ckpt=[<run0>,<run1>] weights=[2,1] tta=full min_confidence=0.6 \
+        data.unlabeled_file=unlabeled.parquet output_file=data/pseudo_r2.parquet round=2
+    python -m arena.train experiment=pseudo_label_tiny round=1 init_from=<round-0 run dir> \
+        data.train_files=[official.parquet,data/pseudo_r1.parquet]       # the next round
+
+Reads any supported pair file (labels ignored), predicts with the ensemble (+ swap TTA) and writes
+atomically ``output_file``: ``id, prompt, response_a, response_b, model_a, model_b, language``,
+the soft targets ``prob_model_a, prob_model_b[, prob_tie]`` (each row sums to 1), ``source``
+(default ``pseudo_r<round>``) and ``round``; ``data.train_files`` reads it back as soft-labelled
+pairs. Beside it, ``<stem>.summary.json``: rows, rows dropped by ``min_confidence``, class balance,
+mean confidence, checkpoints, weights, TTA. Hydra's ``.hydra/`` and log go to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from arena.config import register_resolvers
+from arena.data.readers import read_pairs
+from arena.data.schema import LABEL_NAMES, ReadReport
+from arena.inference.ensemble import TTA
+from arena.inference.run import load_ensemble, resolve_device
+from arena.io import write_json, write_parquet
+
+register_resolvers()
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("id", "prompt", "response_a", "response_b", "model_a", "model_b", "language")
+
+
+def read_unlabeled(cfg: DictConfig) -> tuple[pd.DataFrame, ReadReport]:
+    """The pair table of ``cfg.data.unlabeled_file``, read as unlabeled whatever it holds."""
+    data = cfg.data
+    if not Path(data.unlabeled_file).is_file():
+        raise FileNotFoundError(f"data.unlabeled_file={data.unlabeled_file} is not a file")
+    columns = OmegaConf.to_container(data.columns) if data.columns else None
+    return read_pairs(
+        data.unlabeled_file,
+        format=data.format,
+        columns=columns,  # type: ignore[arg-type]
+        surrogates=data.surrogates,
+        empty=data.empty,
+        labeled=False,
+    )
+
+
+def soft_label_table(
+    table: pd.DataFrame, probs: np.ndarray, round_: int, source: str
+) -> pd.DataFrame:
+    """The pair columns of ``table`` with soft targets, ``source`` and ``round``.
+
+    Args:
+        table: pair table (n rows).
+        probs: (n, C) probabilities, C = 2 or 3, each row summing to 1.
+        round_: the round the labels are for; source: the ``source`` of every row.
+    """
+    out = table[list(PAIR_COLUMNS)].copy()
+    for k in range(probs.shape[1]):
+        out[f"prob_{LABEL_NAMES[k]}"] = probs[:, k].astype(np.float64)
+    out["source"] = source
+    out["round"] = np.full(len(out), round_, dtype=np.int64)
+    return out.reset_index(drop=True)
+
+
+def label_balance(probs: np.ndarray) -> dict[str, Any]:
+    """Class balance and confidence of (n, C) soft labels: the mean probability and the share of
+    rows whose top class is each class, and the mean top probability."""
+    names = LABEL_NAMES[: probs.shape[1]]
+    if not len(probs):
+        return {"mean_prob": {}, "argmax_share": {}, "mean_confidence": None}
+    top = probs.argmax(axis=1)
+    return {
+        "mean_prob": {n: float(probs[:, k].mean()) for k, n in enumerate(names)},
+        "argmax_share": {n: float((top == k).mean()) for k, n in enumerate(names)},
+        "mean_confidence": float(probs.max(axis=1).mean()),
+    }
+
+
+def confident_rows(probs: np.ndarray, min_confidence: float | None) -> np.ndarray:
+    """(n,) bool: rows whose top probability reaches ``min_confidence`` (all when None)."""
+    if min_confidence is None:
+        return np.ones(len(probs), dtype=bool)
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must lie in [0, 1] or be null, got {min_confidence}")
+    return probs.max(axis=1) >= min_confidence
+
+
+def _as_list(value: Any) -> list[Any]:
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+
+
+def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
+    """Predict ``cfg.data.unlabeled_file``, write the soft-labelled file and its summary."""
+    out = Path(cfg.output_file)
+    if out.suffix != ".parquet":
+        raise ValueError(f"output_file={out} must end in .parquet")
+    tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
+    table, report = read_unlabeled(cfg)
+    ensemble = load_ensemble(cfg, resolve_device(cfg.device))
+    began = time.perf_counter()
+    result = ensemble.predict(table, tta)
+    keep = confident_rows(result.probs, cfg.min_confidence)
+    labelled = soft_label_table(table.loc[keep], result.probs[keep], int(cfg.round), cfg.source)
+    dropped = int((~keep).sum())
+    summary: dict[str, Any] = {
+        "round": int(cfg.round),
+        "source": cfg.source,
+        "unlabeled_file": str(cfg.data.unlabeled_file),
+        "output_file": str(out),
+        "rows_read": report.rows_read,
+        "rows_labelled": int(len(table)),
+        "rows_written": int(len(labelled)),
+        "min_confidence": cfg.min_confidence,
+        "rows_dropped_low_confidence": dropped,
+        "n_classes": ensemble.n_classes,
+        **label_balance(result.probs[keep]),
+        "ckpt": [str(p) for p in _as_list(cfg.ckpt)],
+        "weights": ensemble.weights.tolist(),
+        "combine": ensemble.how,
+        "tta": asdict(tta),
+        "tta_rescored": int(len(result.rescored)),
+        "predict_seconds": time.perf_counter() - began,
+        "read": asdict(report),
+        "run_dir": str(cfg.output_dir),
+    }
+    if dropped:
+        log.warning(
+            "min_confidence=%s dropped %d of %d rows", cfg.min_confidence, dropped, len(table)
+        )
+    if ensemble.members[0].rank == 0:
+        write_parquet(out, labelled)
+        write_json(out.with_suffix(".summary.json"), summary)
+        log.info("wrote %d soft-labelled rows (round %d) to %s", len(labelled), cfg.round, out)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pseudo_label")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra entry; returns the summary."""
+    return pseudo_label_run(cfg)
+
+
+if __name__ == "__main__":
+    main()
