@@ -1,27 +1,33 @@
 """Fold merging and quantized inference: delta merge = mean of the folds' merged models, factor
 merge differs, merged checkpoints reload to the same logits (full precision and bitsandbytes
-8-bit / 4-bit copies), mismatched folds are refused, and the two CLIs report their comparisons."""
+8-bit / 4-bit copies), mismatched folds are refused; ``arena.merge`` (a subprocess) reports the gap
+to the fold ensemble and ``arena.predict quantize=8|4`` (in process) its ``quantized`` block."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 from arena.data.synthetic import make_synthetic
 from arena.inference import Predictor
+from arena.inference.run import predict_run
 from arena.models import TINY_ARCH, BackboneSpec, build_preference_model, load_tokenizer
 from arena.models.checkpoint import load_checkpoint, save_checkpoint
 from arena.models.merge import merge_checkpoints, quantized_copy, save_merged
 from arena.models.quant import quantization_from_bits, stored_quantization
-from tests.conftest import ROOT
+from tests.conftest import CONF, ROOT
 from tests.predict_helpers import BUDGET, TEMPLATE, spread_out, write_wsdm
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -126,7 +132,7 @@ def test_delta_merge_is_the_mean_of_the_merged_folds(folds: dict[str, Path]) -> 
     assert not torch.equal(logits_of(factor), logits_of(delta))
 
 
-def test_merged_checkpoint_reloads_to_identical_logits(folds, merged: Path) -> None:
+def test_merged_checkpoint_reloads_to_identical_logits(folds, merged, tmp_path: Path) -> None:
     model, _, config = merge_checkpoints(
         [folds["f0"], folds["f1"]], method="delta", cache_dir=folds["cache"]
     )
@@ -137,6 +143,9 @@ def test_merged_checkpoint_reloads_to_identical_logits(folds, merged: Path) -> N
     heads = set(loaded.state_dict()) - {k for k in loaded.state_dict() if k.startswith("backbone.")}
     assert {n for n, p in loaded.named_parameters() if p.requires_grad} == heads
     assert tokenizer.padding_side == "right"
+    moved = Path(shutil.copytree(merged, tmp_path / "elsewhere"))  # backbone.path is relative
+    relocated, _, _ = load_checkpoint(moved, cache_dir=folds["cache"])
+    assert torch.equal(logits_of(relocated), logits_of(model))
 
 
 def test_merging_identical_folds_gives_the_fold(folds: dict[str, Path]) -> None:
@@ -208,21 +217,42 @@ def test_merge_cli_reports_the_gap_to_the_ensemble(folds, tmp_path: Path) -> Non
     assert stored_quantization(out / "checkpoints" / "quantized_8bit" / "backbone") == "8bit"
 
 
-@pytest.mark.integration
-def test_predict_cli_quantized_block(folds, tmp_path: Path) -> None:
+def predict_in_process(overrides: list[str], out: Path, cache: Path) -> dict:
+    """``python -m arena.predict`` without the subprocess (the import alone is most of its time)."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("predict", overrides=[*overrides, f"output_dir={out}"])
+    with open_dict(cfg):
+        cfg.paths.cache_dir, cfg.paths.output_dir = str(cache), str(out)
+    return predict_run(cfg)
+
+
+def test_predict_8bit_lora_fold_streamed_reports_the_quantized_block(folds, tmp_path) -> None:
     df = make_synthetic(16, seed=9, n_turns_max=1)
     test = write_wsdm(df, tmp_path / "test.parquet")
+    args = [f"ckpt={folds['f0']}", f"data.test_file={test}", "quantize=8", "chunk_rows=5"]
     out = tmp_path / "pred"
-    args = [f"ckpt={folds['f0']}", f"data.test_file={test}", f"output_dir={out}", "quantize=8"]
-    cli("arena.predict", [*args, "quantize_reference=true"], folds["cache"])
-    summary = json.loads((out / "summary.json").read_text())
+    summary = predict_in_process([*args, "quantize_reference=true"], out, folds["cache"])
+    assert json.loads((out / "summary.json").read_text())["quantized"] == summary["quantized"]
     block = summary["quantized"]
     assert block["bits"] == 8 and block["acc"] == summary["acc"]
     reference = Predictor.from_checkpoint(folds["f0"], cache_dir=folds["cache"]).predict(df)
     truth = reference[np.arange(16), df["label"].to_numpy()]
     assert block["reference_log_loss"] == pytest.approx(float(-np.log(truth).mean()), abs=1e-5)
     assert block["delta_acc"] == pytest.approx(block["acc"] - block["reference_acc"])
-    assert block["delta_log_loss"] == pytest.approx(
-        block["log_loss"] - block["reference_log_loss"]
-    )
+    assert block["delta_log_loss"] == pytest.approx(block["log_loss"] - block["reference_log_loss"])
     assert 0 < block["max_abs_prob_diff"] < 0.5
+
+
+def test_predict_4bit_merged_in_memory_reports_the_quantized_block(folds, merged, tmp_path) -> None:
+    df = make_synthetic(12, seed=10, n_turns_max=1)
+    test = write_wsdm(df, tmp_path / "test.parquet")
+    args = [f"ckpt={merged}", f"data.test_file={test}", "quantize=4", "quantize_reference=true"]
+    out = tmp_path / "out"
+    summary = predict_in_process([*args, "chunk_rows=null"], out, folds["cache"])
+    block = summary["quantized"]
+    assert block["bits"] == 4 and block["log_loss"] == summary["log_loss"]
+    full = Predictor.from_checkpoint(merged, cache_dir=folds["cache"]).predict(df)
+    assert block["reference_acc"] == pytest.approx(float((full.argmax(1) == df["label"]).mean()))
+    probs = pd.read_parquet(out / "probs.parquet").filter(like="prob_").to_numpy()
+    assert block["max_abs_prob_diff"] == pytest.approx(float(np.abs(probs - full).max()), abs=1e-6)
+    assert block["max_abs_prob_diff"] > 0
