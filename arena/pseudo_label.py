@@ -13,7 +13,8 @@ atomically ``output_file``: ``id, prompt, response_a, response_b, model_a, model
 the soft targets ``prob_model_a, prob_model_b[, prob_tie]`` (each row sums to 1), ``source``
 (default ``pseudo_r<round>``) and ``round``; ``data.train_files`` reads it back as soft-labelled
 pairs. Beside it, ``<stem>.summary.json``: rows, rows dropped by ``min_confidence``, class balance,
-mean confidence, checkpoints, weights, TTA. Hydra's ``.hydra/`` and log go to ``output_dir``.
+mean confidence, ``one_class`` (every row favours one class: a collapsed labeller), checkpoints,
+weights, TTA. Hydra's ``.hydra/`` and log go to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,13 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
         "read": asdict(report),
         "run_dir": str(cfg.output_dir),
     }
+    shares = summary["argmax_share"].values()
+    summary["one_class"] = bool(len(labelled)) and max(shares) == 1.0
+    if summary["one_class"]:
+        log.warning(
+            "every soft label favours the same class: the labelling model may have collapsed to "
+            "the prior (see `collapsed` in its run's summary.json)"
+        )
     if dropped:
         log.warning(
             "min_confidence=%s dropped %d of %d rows", cfg.min_confidence, dropped, len(table)
