@@ -70,7 +70,7 @@ def metric_by_fold(runs: pd.DataFrame, metric: str) -> Figure:
     ax.set_xlabel("fold (hatched: collapsed to the class prior)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per fold")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -145,11 +145,12 @@ def history_curves(history: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _axes()
     step = "trainer/global_step" if "trainer/global_step" in history.columns else "_step"
     for run, group in history.dropna(subset=[metric]).groupby("run", sort=False):
-        ax.plot(group[step], group[metric], "o-", label=_short(str(run)))
+        config = f" ({group['config'].iloc[0]})" if "config" in group else ""
+        ax.plot(group[step], group[metric], "o-", label=_short(f"{run}{config}", 60))
     ax.set_xlabel(step)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} during training (W&B)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
