@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -55,7 +56,15 @@ from arena.data.schema import (
 )
 from arena.data.validate import EMPTY_PLACEHOLDER, ONE_HOT_COLUMNS
 
-__all__ = ["EMPTY_PLACEHOLDER", "HH_MARKER", "Format", "read_many", "read_pairs"]
+__all__ = [
+    "EMPTY_PLACEHOLDER",
+    "HH_MARKER",
+    "Format",
+    "arrow_frame",
+    "pairs_from_frame",
+    "read_many",
+    "read_pairs",
+]
 
 Format = Literal["auto", "wsdm", "lmsys", "hh", "generic"]
 HH_MARKER = "\n\nAssistant:"
@@ -73,7 +82,12 @@ _CSV_OPTIONS: dict[str, Any] = {  # every cell as text: "123" stays a string, ""
 
 
 def _load_parquet(path: Path) -> pd.DataFrame:
-    table = pq.read_table(path)
+    return arrow_frame(pq.read_table(path))
+
+
+def arrow_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table -> DataFrame of object columns; string columns holding invalid UTF-8 are
+    decoded as :func:`_load_jsonl` decodes text (surrogates kept for the surrogate policy)."""
     for i, field in enumerate(table.schema):
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
             try:
@@ -94,11 +108,14 @@ def _load_jsonl(path: Path) -> pd.DataFrame:
         records = json.loads(text)
     else:
         records = []
-        for row, line in enumerate(ln for ln in text.splitlines() if ln.strip()):
+        # only "\n" ends a record: str.splitlines() would also cut at U+2028, U+0085 and other
+        # characters that JSON allows unescaped inside strings
+        for row, line in enumerate(ln for ln in text.split("\n") if ln.strip()):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise v.row_error(str(path), row, "*", f"broken JSON line ({err.msg})") from None
+                msg = f"broken JSON line ({err.msg}); expected one JSON object per line"
+                raise v.row_error(str(path), row, "*", msg) from None
     for row, record in enumerate(records):
         if not isinstance(record, dict):
             found = v.describe(record)
@@ -118,8 +135,23 @@ def _load(path: Path) -> pd.DataFrame:
         else:
             frame = _load_jsonl(path)
     except _PARSE_ERRORS as err:
-        raise DataError(str(path), None, None, f"cannot parse the file: {err}") from None
+        raise _parse_error(path, err) from None
+    except RecursionError:
+        raise DataError(str(path), None, "*", "expected JSON nested less deeply") from None
     return frame.reset_index(drop=True)
+
+
+def _parse_error(path: Path, err: Exception) -> DataError:
+    """A file the parser refuses, with the data row when the parser names a line."""
+    line = re.search(r"\bline (\d+)", str(err))
+    if isinstance(err, json.JSONDecodeError):
+        row = None  # a .json list: the line of the file, not a record
+        where = f" (line {err.lineno}, column {err.colno})"
+    else:
+        row = int(line.group(1)) - 2 if line and path.suffix == ".csv" else None
+        where = ""
+    msg = f"expected a well-formed {path.suffix[1:]} file{where}; the parser says: {err}"
+    return DataError(str(path), row if row is None or row >= 0 else None, "*", msg)
 
 
 def _rename(frame: pd.DataFrame, columns: dict[str, str] | None, file: str) -> pd.DataFrame:
@@ -157,8 +189,8 @@ def _ids(frame: pd.DataFrame, file: str, default_prefix: str | None) -> list[str
     for row, value in enumerate(frame["id"].tolist()):
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # ids from a float column (an int column with gaps)
-        if v.is_blank(value):
-            msg = f"expected a non-empty id, found {v.describe(value)}"
+        if v.is_blank(value) or not isinstance(value, (str, int, np.integer)):
+            msg = f"expected a non-empty string or integer id, found {v.describe(value)}"
             raise v.row_error(file, row, "id", msg)
         out.append(str(value))
     return out
@@ -288,8 +320,30 @@ def read_pairs(
         DataError: naming the file, 0-based data row and column of the first problem.
     """
     path = Path(path)
+    frame = _load(path)
+    return pairs_from_frame(
+        frame, path, format=format, columns=columns, source=source, surrogates=surrogates,
+        empty=empty, seed=seed, labeled=labeled,
+    )  # fmt: skip
+
+
+def pairs_from_frame(
+    frame: pd.DataFrame,
+    path: str | Path,
+    *,
+    format: Format = "auto",
+    columns: dict[str, str] | None = None,
+    source: str | None = None,
+    surrogates: SurrogatePolicy = "repair",
+    empty: EmptyPolicy = "keep",
+    seed: int = 0,
+    labeled: bool | None = None,
+) -> tuple[pd.DataFrame, ReadReport]:
+    """:func:`read_pairs` of a frame already loaded from ``path`` (rows numbered from 0 in it);
+    :mod:`arena.data.chunks` feeds it one chunk of a file at a time."""
+    path = Path(path)
     file = str(path)
-    frame = _rename(_load(path), columns, file)
+    frame = _rename(frame, columns, file)
     layout = _detect(frame, path, format)
     required = ("chosen", "rejected") if layout == "hh" else ("id", *TEXT_COLUMNS)
     v.require_columns(frame, required, file)
@@ -310,11 +364,17 @@ def read_pairs(
     return table, ReadReport(file, n, len(table), repaired, n_empty, dropped)
 
 
-def _pair_keys(table: pd.DataFrame, swapped: bool) -> pd.Series:
-    """One string per row identifying (prompt, A, B), or (prompt, B, A) when ``swapped``."""
+PairKey = tuple[tuple[str, ...], ...]
+
+
+def _pair_keys(table: pd.DataFrame, swapped: bool) -> list[PairKey]:
+    """One key per row identifying (prompt, A, B), or (prompt, B, A) when ``swapped``.
+
+    Tuples, not joined strings: no separator character can make two different pairs collide.
+    """
     a, b = ("response_b", "response_a") if swapped else ("response_a", "response_b")
     rows = zip(table["prompt"], table[a], table[b], strict=True)
-    return pd.Series(["\x1e".join("\x1f".join(t) for t in row) for row in rows], dtype=object)
+    return [tuple(tuple(turns) for turns in row) for row in rows]
 
 
 def read_many(paths: Sequence[str | Path], **kw: Any) -> tuple[pd.DataFrame, list[ReadReport]]:
@@ -328,13 +388,14 @@ def read_many(paths: Sequence[str | Path], **kw: Any) -> tuple[pd.DataFrame, lis
     Raises:
         DataError: an id in two files (both named), or any error of :func:`read_pairs`.
     """
-    seen_pairs: set[str] = set()
+    seen_pairs: set[PairKey] = set()
     seen_ids: dict[str, str] = {}
     tables, reports = [], []
     for path in paths:
         table, report = read_pairs(path, **kw)
-        dup = _pair_keys(table, False).isin(seen_pairs) | _pair_keys(table, True).isin(seen_pairs)
-        table = table.loc[~dup.to_numpy()].reset_index(drop=True)
+        keys = zip(_pair_keys(table, False), _pair_keys(table, True), strict=True)
+        dup = np.array([k in seen_pairs or k_swap in seen_pairs for k, k_swap in keys], dtype=bool)
+        table = table.loc[~dup].reset_index(drop=True)
         seen_pairs.update(_pair_keys(table, False))
         for key in table["id"]:
             if key in seen_ids:

@@ -24,8 +24,9 @@ Teacher probabilities join as extra columns ``teacher:<name>`` holding ndarrays 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -82,6 +83,22 @@ class ReadReport:
     empty_responses: int = 0
     rows_dropped: int = 0
     duplicates_dropped: int = 0
+
+
+READ_COUNTS: Final = (
+    "rows_read",
+    "rows_kept",
+    "surrogates_repaired",
+    "empty_responses",
+    "rows_dropped",
+    "duplicates_dropped",
+)
+
+
+def report_totals(reports: Sequence[ReadReport | Mapping[str, Any]]) -> dict[str, int]:
+    """The counts of several read reports (dataclasses or their ``asdict``) added up."""
+    rows = [r if isinstance(r, Mapping) else asdict(r) for r in reports]
+    return {k: sum(int(r[k]) for r in rows) for k in READ_COUNTS}
 
 
 def empty_table() -> pd.DataFrame:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from arena.data.schema import LABEL_NAMES, DataError
+from arena.data.validate import describe, is_blank, row_error, soft_labels
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABEL_NAMES)
 
@@ -35,25 +37,64 @@ class Teacher:
     weight: float = 1.0
 
 
-def _read_one(path: str, n_classes: int) -> pd.DataFrame:
+def _load_frame(path: str) -> pd.DataFrame:
+    """A teacher file as object columns (csv cells as text, so ids such as "007" survive)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(path, None, None, "teacher probability file does not exist")
-    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    if not p.is_file():
+        raise DataError(path, None, "*", "expected a teacher probability file; it does not exist")
+    if p.suffix not in (".parquet", ".csv"):
+        raise DataError(path, None, "*", f"expected a .parquet or .csv file, found {p.suffix!r}")
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p).astype(object)
+        return pd.read_csv(p, dtype=object, keep_default_na=False, encoding_errors="replace")
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        msg = f"expected a well-formed {p.suffix[1:]} file; the parser says: {err}"
+        raise DataError(path, None, "*", msg) from None
+
+
+def _ids(col: pd.Series, path: str) -> list[str]:
+    """The id column as strings; whole floats (an int column with gaps) lose their ``.0``."""
+    out = []
+    for row, value in enumerate(col.tolist()):
+        if isinstance(value, (float, np.floating)) and value.is_integer():
+            value = int(value)
+        if is_blank(value) or not isinstance(value, (str, int, np.integer)):
+            msg = f"expected a non-empty string or integer id, found {describe(value)}"
+            raise row_error(path, row, "id", msg)
+        out.append(str(value))
+    return out
+
+
+def _read_one(path: str, n_classes: int) -> pd.DataFrame:
+    """``id`` plus ``n_classes`` probability columns of one file, every row checked."""
+    df = _load_frame(path)
     need = ["id", *PROB_COLUMNS[:n_classes]]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise DataError(path, None, missing[0], f"columns {need} (found {list(df.columns)})")
+        msg = f"expected columns {need} for {n_classes} classes, found {list(map(str, df.columns))}"
+        raise DataError(path, None, ", ".join(missing), msg)
     if n_classes == 2 and "prob_tie" in df.columns:
-        raise DataError(path, None, "prob_tie", "2-class probabilities, found a tie column")
-    df = df[need].copy()
-    df["id"] = df["id"].astype(str)
-    probs = df[list(need[1:])].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(probs).all(1) | (probs < 0).any(1) | (np.abs(probs.sum(1) - 1) > 1e-3)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(path, row, "prob_*", f"probabilities >= 0 summing to 1, got {probs[row]}")
-    return df
+        msg = "expected 2-class probabilities (data.n_classes=2), found a prob_tie column"
+        raise DataError(path, None, "prob_tie", msg)
+    probs = soft_labels(df, need[1:], path)  # names the row and column of a bad cell
+    out = pd.DataFrame({"id": _ids(df["id"], path)})
+    for k, column in enumerate(need[1:]):
+        out[column] = probs[:, k]
+    return out
+
+
+def _check_unique(table: pd.DataFrame) -> None:
+    """Each id once per teacher: name both places of the first repeat."""
+    dup = table["id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        second = table.iloc[int(np.flatnonzero(dup)[0])]
+        first = table[table["id"] == second["id"]].iloc[0]
+        msg = (
+            f"expected each id once per teacher; id {second['id']!r} appears again, first in "
+            f"{first['_file']}, row {first['_row']}"
+        )
+        raise row_error(second["_file"], int(second["_row"]), "id", msg)
 
 
 def expand(teacher: Teacher) -> list[str]:
@@ -63,7 +104,8 @@ def expand(teacher: Teacher) -> list[str]:
         if glob.has_magic(pattern):
             matched = sorted(glob.glob(pattern))
             if not matched:
-                raise DataError(pattern, None, None, f"teacher {teacher.name!r}: no file matches")
+                msg = f"expected a file for teacher {teacher.name!r}; no file matches"
+                raise DataError(pattern, None, "*", msg)
             paths += matched
         else:
             paths.append(pattern)
@@ -81,18 +123,13 @@ def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.nda
     """
     files = expand(teacher)
     if not files:
-        raise DataError(f"teacher {teacher.name!r}", None, None, "at least one probability file")
-    frames = [_read_one(f, n_classes).assign(_file=f) for f in files]
+        msg = "expected at least one probability file"
+        raise DataError(f"teacher {teacher.name!r}", None, "files", msg)
+    frames = [
+        _read_one(f, n_classes).assign(_file=f, _row=lambda t: np.arange(len(t))) for f in files
+    ]
     table = pd.concat(frames, ignore_index=True)
-    dup = table["id"].duplicated(keep=False)
-    if dup.any():
-        first = table[dup].iloc[:2]
-        raise DataError(
-            " and ".join(dict.fromkeys(first["_file"])),
-            None,
-            "id",
-            f"each id once per teacher; {first['id'].iloc[0]!r} appears {int(dup.sum())} times",
-        )
+    _check_unique(table)
     table = table.set_index("id")
     wanted = pd.Index([str(i) for i in ids])
     missing = wanted.difference(table.index)
@@ -101,12 +138,14 @@ def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.nda
             ", ".join(files),
             None,
             "id",
-            f"probabilities for every training id: {len(missing)} of {len(wanted)} missing "
-            f"for teacher {teacher.name!r} (e.g. {list(missing[:3])})",
+            f"expected probabilities for every training id: {len(missing)} of {len(wanted)} "
+            f"missing for teacher {teacher.name!r} (e.g. {list(missing[:3])})",
         )
     return table.loc[wanted, list(PROB_COLUMNS[:n_classes])].to_numpy(dtype=np.float32)
 
 
 def load_teachers(teachers: Sequence[Teacher], ids: Sequence[str], n_classes: int) -> np.ndarray:
-    """(len(ids), N, n_classes) float32 probabilities of every teacher."""
+    """(len(ids), N, n_classes) float32 probabilities of every teacher (N may be 0)."""
+    if not teachers:
+        return np.zeros((len(ids), 0, n_classes), dtype=np.float32)
     return np.stack([load_teacher(t, ids, n_classes) for t in teachers], axis=1)

@@ -1,0 +1,121 @@
+"""Secrets never reach what a run writes: the W&B key and HF token from the environment, and
+tokens or keys given as config overrides, are absent from every file of a tiny run (Hydra's
+``.hydra/``, ``summary.json``, checkpoints, CSV logs, W&B offline files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from arena.tracking import REDACTED, find_secrets, is_secret_key, scrub, scrub_files
+from tests.conftest import ROOT
+
+WANDB_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0deadbeef"  # 40 hex, like a W&B key
+HF_ENV = "hf_EnvTokenAbCdEfGhIjKlMnOpQrStUvWxYz01"
+HF_OVERRIDE = "hf_OverrideTokenZyXwVuTsRqPoNmLkJiHg23"
+PLAIN_OVERRIDE = "plain-secret-without-any-shape-4711"
+SECRETS = (WANDB_KEY, HF_ENV, HF_OVERRIDE, PLAIN_OVERRIDE)
+
+
+def test_secret_keys_and_lookalikes() -> None:
+    for key in ("token", "hf_token", "HF_TOKEN", "api_key", "wandb_api_key", "password"):
+        assert is_secret_key(key), key
+    for key in ("pad_token", "max_tokens", "pad_token_id", "tokenizer", "flops_per_token", "key"):
+        assert not is_secret_key(key), key
+
+
+def test_scrub_hides_env_values_keys_overrides_and_token_shapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", HF_ENV)
+    data = {
+        "backbone": {
+            "path": f"/models/{HF_ENV}/x",
+            "pad_token": "<|endoftext|>",
+            "token": 123456789,
+        },
+        "hub": {"api_key": PLAIN_OVERRIDE, "use_auth_token": True, "password": ""},
+        "notes": [f"fetched with {HF_OVERRIDE}", "data.fold=0"],
+        "overrides": [f"+logger.wandb.api_key={WANDB_KEY}", "seed=1"],
+        "echo": f"k={WANDB_KEY}",
+    }
+    clean = scrub(data)
+    text = json.dumps(clean)
+    assert not any(s in text for s in SECRETS), text
+    assert clean["backbone"] == {
+        "path": f"/models/{REDACTED}/x",
+        "pad_token": "<|endoftext|>",
+        "token": REDACTED,
+    }
+    assert clean["hub"] == {"api_key": REDACTED, "use_auth_token": True, "password": ""}
+    assert clean["overrides"] == [f"+logger.wandb.api_key={REDACTED}", "seed=1"]
+    assert clean["echo"] == f"k={REDACTED}" and data["echo"] == f"k={WANDB_KEY}"  # a copy
+    assert find_secrets({"token": "short"}) == {HF_ENV}  # too short to replace everywhere
+
+
+def test_scrub_files_hides_an_override_everywhere_it_was_copied(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    hydra = tmp_path / "hydra.yaml"
+    OmegaConf.save(OmegaConf.create([f"+wandb_api_key={PLAIN_OVERRIDE}", "seed=3"]), overrides)
+    dirname = f"+wandb_api_key={PLAIN_OVERRIDE},seed=3"
+    OmegaConf.save(OmegaConf.create({"hydra": {"job": {"override_dirname": dirname}}}), hydra)
+    assert scrub_files([overrides, hydra, tmp_path / "absent.yaml"]) == [overrides, hydra]
+    assert PLAIN_OVERRIDE not in overrides.read_text() + hydra.read_text()
+    assert OmegaConf.load(overrides)[1] == "seed=3"
+    assert scrub_files([overrides, hydra]) == []  # nothing left to change
+
+
+def _leaks(run: Path) -> list[str]:
+    """``file: secret`` for every secret found in any file under ``run`` (links followed)."""
+    found = []
+    for path in sorted(run.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        for secret in SECRETS:
+            for encoded in (secret.encode(), secret.encode("utf-16-le")):
+                if encoded in data:
+                    found.append(f"{path.relative_to(run)}: {secret}")
+    return found
+
+
+@pytest.mark.integration
+def test_tiny_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_API_KEY": WANDB_KEY,
+        "HF_TOKEN": HF_ENV,
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [
+        f"hydra.run.dir={run}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "logger=[csv,wandb]",
+        "data.synthetic.n=120",
+        "data.budget.max_length=96",
+        "data.batch_size=16",
+        "trainer.max_steps=2",
+        "trainer.enable_progress_bar=false",
+        f"+hf_token={HF_OVERRIDE}",
+        f"+wandb_api_key={PLAIN_OVERRIDE}",
+        "+hub.endpoint_auth=${oc.env:HF_TOKEN}",  # resolved in what the run logs
+    ]
+    cmd = [sys.executable, "-m", "arena.train", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    written = {p.relative_to(run).parts[0] for p in run.rglob("*") if p.is_file()}
+    assert {".hydra", "summary.json", "checkpoints", "csv", "wandb"} <= written, written
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert _leaks(run) == []
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert config.hf_token == REDACTED and config.wandb_api_key == REDACTED
+    hparams = (run / "csv" / "hparams.yaml").read_text()
+    assert f"endpoint_auth: '{REDACTED}'" in hparams
