@@ -109,6 +109,23 @@ def test_runs_table_has_the_swept_hparam_and_one_row_per_run(sweep: Path) -> Non
     assert row["val/acc_std"] == pytest.approx(good.std(ddof=0))
 
 
+def test_a_baseline_run_joins_the_comparison_under_its_own_config(
+    sweep: Path, tmp_path: Path
+) -> None:
+    """``python -m arena.baselines baseline=length`` writes the same files but no optimizer."""
+    run = tmp_path / "baselines" / "0_length_fold0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- baseline=length\n- data.fold=0\n")
+    config = {"baseline": {"_target_": "x.Length"}, "data": {"fold": 0, "synthetic": {"n": N_ROWS}}}
+    OmegaConf.save(OmegaConf.create(config), run / ".hydra" / "config.yaml")
+    summary = {"val/acc": 0.55, "val/log_loss": 0.69, "fold": 0, "experiment": "length"}
+    write_json(run / "summary.json", summary | {"collapsed": False})
+    table = load_runs([sweep, tmp_path / "baselines"])
+    assert table.hparams == ["optimizer.lr", "baseline"]  # experiment adds nothing here
+    assert set(table.runs["config"]) == {GOOD, BAD, "baseline=length"}
+    assert pick_best(aggregate(table), "val/log_loss")["config"] == GOOD
+
+
 def test_report_picks_the_best_config_and_its_page_shows_existing_pngs(
     sweep: Path, tmp_path: Path
 ) -> None:

@@ -166,24 +166,41 @@ def _is_hparam(key: str) -> bool:
     return not key.endswith(("_dir", ".dir", "_file", "_files"))
 
 
-def _value(config: dict[str, Any], key: str, override: str) -> Any:
-    """The typed value from the saved config; the override's text for a config group choice
-    (``optimizer=adamw8bit``) or a value the saved (unresolved) config interpolates."""
+def _value(config: dict[str, Any], key: str, override: str | None) -> Any:
+    """The typed value from the saved config, else the override's text: a config group choice
+    (``optimizer=adamw8bit``) or a value the saved (unresolved) config interpolates. None when
+    the run has neither (a baseline has no ``optimizer.lr``)."""
     value = config.get(key, override)
-    return override if isinstance(value, str) and "${" in value else value
+    value = override if isinstance(value, str) and "${" in value else value
+    return value if _scalar(value) else json.dumps(value, default=str)
 
 
 def _hparam_values(run_dirs: list[Path], summaries: list[dict[str, Any]]) -> pd.DataFrame:
-    """One column per override key whose value differs between runs (plus ``experiment``)."""
+    """One column per override key (of any run) whose value differs between runs, plus
+    ``experiment`` when it tells runs apart that the others do not."""
+    overrides = [_overrides(p) for p in run_dirs]
+    keys = [k for k in dict.fromkeys(k for o in overrides for k in o) if _is_hparam(k)]
     rows = []
-    for run_dir, summary in zip(run_dirs, summaries, strict=True):
+    for run_dir, summary, own in zip(run_dirs, summaries, overrides, strict=True):
         config = _flatten(_read_yaml(run_dir / ".hydra" / "config.yaml", dict))
-        row = {k: _value(config, k, v) for k, v in _overrides(run_dir).items() if _is_hparam(k)}
+        row = {k: _value(config, k, own.get(k)) for k in keys}
         row["experiment"] = summary.get("experiment", config.get("experiment_name"))
-        rows.append({k: (v if _scalar(v) else json.dumps(v, default=str)) for k, v in row.items()})
+        rows.append(row)
     table = pd.DataFrame(rows, index=range(len(rows)))
     varying = [c for c in table.columns if table[c].astype(str).nunique(dropna=False) > 1]
+    others = [c for c in varying if c != "experiment"]
+    if "experiment" in varying and others:
+        # drop it when the other hyper-parameters already tell the runs apart (baseline=tfidf)
+        keys = [table[c].map(str) for c in others]  # plain str: missing values form a group too
+        if table.groupby(keys, dropna=False)["experiment"].nunique().max() == 1:
+            varying.remove("experiment")
     return table[varying]
+
+
+def _config_name(row: dict[str, Any]) -> str:
+    """``"k=v, ..."`` over the hyper-parameters a run has (a baseline has no optimizer.lr)."""
+    parts = [f"{k}={v}" for k, v in row.items() if v is not None and not pd.isna(v)]
+    return ", ".join(parts) or "default"
 
 
 def _names(run_dirs: list[Path]) -> list[str]:
@@ -202,12 +219,7 @@ def load_runs(paths: Sequence[str | Path]) -> RunTable:
     hparams = _hparam_values(run_dirs, summaries)
     names = _names(run_dirs)
     base = pd.DataFrame({"run": names, "path": [str(p) for p in run_dirs]})
-    if hparams.columns.empty:
-        base["config"] = "default"
-    else:
-        base["config"] = [
-            ", ".join(f"{k}={v}" for k, v in row.items()) for row in hparams.to_dict("records")
-        ]
+    base["config"] = [_config_name(row) for row in hparams.to_dict("records")] or "default"
     scalars = pd.DataFrame([{k: v for k, v in s.items() if _scalar(v)} for s in summaries])
     scalars = scalars.drop(columns=[c for c in hparams.columns if c in scalars.columns])
     runs = pd.concat([base, hparams, scalars], axis=1)
