@@ -14,7 +14,8 @@ the soft targets ``prob_model_a, prob_model_b[, prob_tie]`` (each row sums to 1)
 (default ``pseudo_r<round>``) and ``round``; ``data.train_files`` reads it back as soft-labelled
 pairs. Beside it, ``<stem>.summary.json``: rows, rows dropped by ``min_confidence``, class balance,
 mean confidence, ``one_class`` (every row favours one class: a collapsed labeller), checkpoints,
-weights, TTA. Hydra's ``.hydra/`` and log go to ``output_dir``.
+weights, TTA. ``binary=true`` turns a 3-class labeller's probabilities into binary soft labels
+(tie mass dropped, ``p_A, p_B`` renormalised). Hydra's ``.hydra/`` and log go to ``output_dir``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def label_balance(probs: np.ndarray) -> dict[str, Any]:
     }
 
 
+def drop_tie(probs: np.ndarray) -> np.ndarray:
+    """(n, 3) -> (n, 2): ``p_A, p_B`` renormalised without the tie mass (binary rounds labelled
+    by a 3-class model); (n, 2) is returned as it is."""
+    if probs.shape[1] == 2:
+        return probs
+    pair = probs[:, :2]
+    return pair / np.clip(pair.sum(axis=1, keepdims=True), 1e-12, None)
+
+
 def confident_rows(probs: np.ndarray, min_confidence: float | None) -> np.ndarray:
     """(n,) bool: rows whose top probability reaches ``min_confidence`` (all when None)."""
     if min_confidence is None:
@@ -117,8 +127,10 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
     ensemble = load_ensemble(cfg, resolve_device(cfg.device))
     began = time.perf_counter()
     result = ensemble.predict(table, tta)
-    keep = confident_rows(result.probs, cfg.min_confidence)
-    labelled = soft_label_table(table.loc[keep], result.probs[keep], int(cfg.round), cfg.source)
+    probs = drop_tie(result.probs) if cfg.binary else result.probs
+    tie_dropped = probs.shape[1] < ensemble.n_classes
+    keep = confident_rows(probs, cfg.min_confidence)
+    labelled = soft_label_table(table.loc[keep], probs[keep], int(cfg.round), cfg.source)
     dropped = int((~keep).sum())
     summary: dict[str, Any] = {
         "round": int(cfg.round),
@@ -130,8 +142,10 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
         "rows_written": int(len(labelled)),
         "min_confidence": cfg.min_confidence,
         "rows_dropped_low_confidence": dropped,
-        "n_classes": ensemble.n_classes,
-        **label_balance(result.probs[keep]),
+        "n_classes": probs.shape[1],
+        "model_n_classes": ensemble.n_classes,
+        "mean_tie_dropped": float(result.probs[:, 2].mean()) if tie_dropped else None,
+        **label_balance(probs[keep]),
         "ckpt": [str(p) for p in _as_list(cfg.ckpt)],
         "weights": ensemble.weights.tolist(),
         "combine": ensemble.how,

@@ -234,6 +234,20 @@ def test_confidence_filter_reports_what_it_drops(ckpts, unlabeled, tmp_path: Pat
         )
 
 
+def test_binary_labels_from_a_three_class_model(ckpts, predictors, unlabeled, tmp_path) -> None:
+    out = tmp_path / "binary.parquet"
+    overrides = [f"ckpt={ckpts['left3']}", f"data.unlabeled_file={unlabeled}", "round=1"]
+    summary = pseudo_label_run(
+        compose_app("pseudo_label", [*overrides, f"output_file={out}", "binary=true"], tmp_path)
+    )
+    written = pd.read_parquet(out)
+    assert "prob_tie" not in written.columns and summary["n_classes"] == 2
+    three = predictors["left3"].predict(read_pairs(unlabeled)[0])  # (5, 3)
+    expected = three[:, :2] / three[:, :2].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(written[["prob_model_a", "prob_model_b"]], expected, atol=1e-6)
+    assert summary["mean_tie_dropped"] == pytest.approx(float(three[:, 2].mean()), abs=1e-6)
+
+
 def test_datamodule_reads_pseudo_labels_as_soft_targets(ckpts, unlabeled, tmp_path: Path) -> None:
     pseudo = tmp_path / "pseudo_r1.parquet"
     overrides = [f"ckpt={ckpts['fusion2']}", f"data.unlabeled_file={unlabeled}", "round=1"]
@@ -300,10 +314,9 @@ def test_two_rounds_chain_through_config(unlabeled, tmp_path: Path, one_thread: 
     pseudo_r2 = label(2, r1)
     summary = json.loads((r1 / "summary.json").read_text())
     assert summary["n_train"] == 32 + 5 and summary["fold"] is None
-    assert [Path(r["file"]).name for r in summary["read"]] == [
-        "official.parquet",
-        "pseudo_r1.parquet",
-    ]
+    reads = {Path(r["file"]).name: r for r in summary["read"]}  # train files (+ val files)
+    assert reads["official.parquet"]["rows_kept"] == 32
+    assert reads["pseudo_r1.parquet"]["rows_kept"] == 5
     hparams = yaml.safe_load((r1 / "csv" / "hparams.yaml").read_text())
     assert hparams["round"] == 1 and "round1" in hparams["tags"]
     assert hparams["init_from"] == str(r0)

@@ -80,7 +80,6 @@ class Generator(Protocol):
 
     def generate(self, inputs: list[list[int]], sampling: Sampling) -> list[str]:
         """One decoded reply (special tokens skipped, stripped) per input, in order."""
-        ...
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[Message], limit: int) -> list[int]:
@@ -213,6 +212,11 @@ def load_generator(
     if backend == "vllm" and not has_vllm:
         raise ImportError("backend=vllm but vLLM is not installed: pip install vllm, or backend=hf")
     if backend == "vllm" or (backend == "auto" and has_vllm and device.startswith("cuda")):
+        if local_files_only and not Path(source).is_dir():
+            raise FileNotFoundError(
+                f"generator {source!r} is not a local dir and vLLM would download it; "
+                "set local_files_only=false to allow that"
+            )
         return VLLMGenerator(source, dtype=dtype, trust_remote_code=trust_remote_code)
     return HFGenerator(
         source,
