@@ -23,9 +23,16 @@ from arena.data import PreferenceDataModule
 from arena.data.readers import read_pairs
 from arena.data.schema import DataError
 from arena.data.synthetic import make_synthetic
-from arena.generate import generate_run
+from arena.generate import generate_pairs, generate_run
 from arena.inference import TTA, Ensemble
-from arena.inference.generation import HFGenerator, Sampling, read_prompts, render, respond
+from arena.inference.generation import (
+    HFGenerator,
+    Sampling,
+    load_generator,
+    read_prompts,
+    render,
+    respond,
+)
 from arena.models import TINY_ARCH, BackboneSpec, load_tokenizer
 from arena.pseudo_label import pseudo_label_run
 from arena.runner import train_run
@@ -139,6 +146,18 @@ def test_render_uses_the_chat_template_when_there_is_one(decoders: dict[str, Pat
     assert ids[0] == base.tokenizer.bos_token_id  # plain text framed by the tokenizer's BOS
     assert base.tokenizer.decode(ids[1:]) == "User: hi\n\nAssistant:"
     assert len(render(base.tokenizer, messages, 3)) == 3  # the tail is kept
+
+
+def test_generator_choices_fail_clearly(decoders: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ImportError, match="vLLM is not installed"):
+        load_generator(str(decoders["chat"]), backend="vllm")
+    with pytest.raises(FileNotFoundError, match="local_files_only=true"):
+        load_generator(str(tmp_path / "no_such_model"))
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    with pytest.raises(ValueError, match="exactly two models"):
+        generate_pairs(read_prompts(tmp_path / "p.jsonl"), [str(decoders["chat"])], Sampling())
+    with pytest.raises(ValueError, match="greedy decoding: do_sample=false"):
+        Sampling(temperature=0.0)
 
 
 def test_left_padded_batches_decode_like_single_rows(decoders: dict[str, Path]) -> None:
