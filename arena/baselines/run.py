@@ -25,12 +25,12 @@ from arena.baselines.models import PairBaseline, hard_labels, longer_wins_accura
 from arena.data.datamodule import check_trainable
 from arena.data.folds import folds_for
 from arena.data.readers import read_many
-from arena.data.schema import LABEL_NAMES, n_classes_of
+from arena.data.schema import LABEL_NAMES, n_classes_of, report_totals
 from arena.data.synthetic import make_synthetic
 from arena.io import write_json, write_parquet
 from arena.lit.metrics import collapse_check, make_metrics, per_group_accuracy
 from arena.runner import guard_run_dir
-from arena.tracking import git_commit
+from arena.tracking import git_commit, scrub
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def load_split(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[
     if data.train_files:
         read_kw = {"columns": data.columns, "surrogates": data.surrogates, "empty": data.empty}
         df, reports = read_many(list(data.train_files), **read_kw)
-        report["read"] = [asdict(r) for r in reports]
+        read = [{"role": "train", **asdict(r)} for r in reports]
+        report.update(read=read, read_total=report_totals(read))
     elif data.synthetic:
         df = make_synthetic(**data.synthetic)
     else:
@@ -129,7 +130,7 @@ def baseline_run(cfg: DictConfig) -> float | None:
         "git_commit": git_commit(cfg.paths.root_dir),
     }
     write_parquet(out / "oof.parquet", oof_table(val, probs))
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", scrub(summary))
     log.info("summary: %s", {k: v for k, v in summary.items() if k.startswith("val/")})
     metric = summary.get(cfg.optimized_metric)
     return None if metric is None else float(metric)
