@@ -45,9 +45,7 @@ from arena.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from arena.models.heads import HeadKind, make_head
-from arena.models.pooling import PoolingMode
-from arena.models.preference import PreferenceModel
+from arena.models.preference import PreferenceModel, build_preference_model
 from arena.models.quant import Quantization, stored_quantization
 
 MergeMethod = Literal["delta", "factor"]
@@ -255,21 +253,18 @@ def build_merged_model(
     spec: BackboneSpec,
     *,
     cache_dir: Path,
-    n_classes: int,
-    head: HeadKind = "linear",
-    n_features: int = 0,
-    pooling: PoolingMode | None = None,
     lora: Mapping[str, Any] | None = None,
     quantization: Quantization = "none",
     quant_storage: str | None = None,
-    mlp_hidden: int = 256,
-    head_dropout: float = 0.1,
     device_map: str | dict[str, Any] | None = None,
+    **model_kwargs: Any,
 ) -> PreferenceModel:
     """A merged checkpoint's model: its saved backbone (frozen, maybe k-bit) + a fresh head.
 
-    The keywords are ``config["model"]`` (as for ``build_preference_model``); a backbone saved
-    already quantized loads as saved.
+    The keywords are ``config["model"]``; the model class and head are whatever
+    ``build_preference_model`` makes of ``model_kwargs`` (built on the meta device, the head then
+    materialised on CPU and re-initialised), the backbone is loaded from ``spec.path``. A
+    backbone saved already quantized loads as saved.
 
     Raises:
         ValueError: LoRA in the config, no ``backbone.path``, or a quantization that differs
@@ -285,20 +280,20 @@ def build_merged_model(
             f"the backbone in {spec.path} is saved in {stored}; it cannot load as {quantization} "
             f"(quantize from the full-precision merged checkpoint instead)"
         )
-    backbone = build_backbone(
+    model = build_preference_model(spec, cache_dir=cache_dir, meta=True, **model_kwargs)
+    model.head.to_empty(device="cpu")
+    for module in model.head.modules():
+        if callable(reset := getattr(module, "reset_parameters", None)):
+            reset()
+    model.backbone = build_backbone(
         spec,
         cache_dir=cache_dir,
         quantization="none" if stored != "none" else quantization,
         quant_storage=quant_storage,
         device_map=device_map,
     )
-    backbone.requires_grad_(False)
-    hidden = backbone.config.hidden_size
-    head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
-    default_pooling: PoolingMode = "last" if spec.kind == "decoder" else "mean"
-    return PreferenceModel(
-        backbone, head_module, pooling or default_pooling, is_decoder=spec.kind == "decoder"
-    )
+    model.backbone.requires_grad_(False)
+    return model
 
 
 def quantized_copy(
