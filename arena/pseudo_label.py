@@ -21,7 +21,6 @@ weights, TTA. ``binary=true`` turns a 3-class labeller's probabilities into bina
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from arena.config import register_resolvers
 from arena.data.readers import read_pairs
 from arena.data.schema import LABEL_NAMES, ReadReport
-from arena.inference.ensemble import TTA
+from arena.inference.ensemble import TTA, Ensemble, Prediction
 from arena.inference.run import load_ensemble, resolve_device
 from arena.io import write_json, write_parquet
 
@@ -117,31 +116,31 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
 
 
-def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
-    """Predict ``cfg.data.unlabeled_file``, write the soft-labelled file and its summary."""
+def _check(cfg: DictConfig) -> Path:
+    """Refuse bad options before anything is loaded; returns the output path."""
     out = Path(cfg.output_file)
     if out.suffix != ".parquet":
         raise ValueError(f"output_file={out} must end in .parquet")
-    tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
-    table, report = read_unlabeled(cfg)
-    ensemble = load_ensemble(cfg, resolve_device(cfg.device))
-    began = time.perf_counter()
-    result = ensemble.predict(table, tta)
-    probs = drop_tie(result.probs) if cfg.binary else result.probs
+    if int(cfg.round) < 1:
+        raise ValueError(f"round={cfg.round}: soft labels are for round 1 or later")
+    confident_rows(np.zeros((0, 2)), cfg.min_confidence)  # raises on a value outside [0, 1]
+    return out
+
+
+def _summary(
+    cfg: DictConfig, ensemble: Ensemble, result: Prediction, probs: np.ndarray, keep: np.ndarray
+) -> dict[str, Any]:
+    """The sidecar summary: rows, filter, class balance, confidence, labellers, TTA."""
     tie_dropped = probs.shape[1] < ensemble.n_classes
-    keep = confident_rows(probs, cfg.min_confidence)
-    labelled = soft_label_table(table.loc[keep], probs[keep], int(cfg.round), cfg.source)
-    dropped = int((~keep).sum())
     summary: dict[str, Any] = {
         "round": int(cfg.round),
         "source": cfg.source,
         "unlabeled_file": str(cfg.data.unlabeled_file),
-        "output_file": str(out),
-        "rows_read": report.rows_read,
-        "rows_labelled": int(len(table)),
-        "rows_written": int(len(labelled)),
+        "output_file": str(cfg.output_file),
+        "rows_labelled": len(probs),
+        "rows_written": int(keep.sum()),
         "min_confidence": cfg.min_confidence,
-        "rows_dropped_low_confidence": dropped,
+        "rows_dropped_low_confidence": int((~keep).sum()),
         "n_classes": probs.shape[1],
         "model_n_classes": ensemble.n_classes,
         "mean_tie_dropped": float(result.probs[:, 2].mean()) if tie_dropped else None,
@@ -149,22 +148,37 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
         "ckpt": [str(p) for p in _as_list(cfg.ckpt)],
         "weights": ensemble.weights.tolist(),
         "combine": ensemble.how,
-        "tta": asdict(tta),
+        "tta": asdict(TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)),
         "tta_rescored": int(len(result.rescored)),
-        "predict_seconds": time.perf_counter() - began,
-        "read": asdict(report),
+        "predict_seconds": result.seconds,
         "run_dir": str(cfg.output_dir),
     }
-    shares = summary["argmax_share"].values()
-    summary["one_class"] = bool(len(labelled)) and max(shares) == 1.0
+    summary["one_class"] = bool(keep.any()) and max(summary["argmax_share"].values()) == 1.0
+    return summary
+
+
+def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
+    """Predict ``cfg.data.unlabeled_file``, write the soft-labelled file and its summary."""
+    out = _check(cfg)
+    tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
+    table, report = read_unlabeled(cfg)
+    ensemble = load_ensemble(cfg, resolve_device(cfg.device))
+    result = ensemble.predict(table, tta)
+    probs = drop_tie(result.probs) if cfg.binary else result.probs
+    keep = confident_rows(probs, cfg.min_confidence)
+    labelled = soft_label_table(table.loc[keep], probs[keep], int(cfg.round), cfg.source)
+    summary = _summary(cfg, ensemble, result, probs, keep) | {"read": asdict(report)}
     if summary["one_class"]:
         log.warning(
             "every soft label favours the same class: the labelling model may have collapsed to "
             "the prior (see `collapsed` in its run's summary.json)"
         )
-    if dropped:
+    if summary["rows_dropped_low_confidence"]:
         log.warning(
-            "min_confidence=%s dropped %d of %d rows", cfg.min_confidence, dropped, len(table)
+            "min_confidence=%s dropped %d of %d rows",
+            cfg.min_confidence,
+            summary["rows_dropped_low_confidence"],
+            len(table),
         )
     if ensemble.members[0].rank == 0:
         write_parquet(out, labelled)

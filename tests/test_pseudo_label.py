@@ -245,12 +245,12 @@ def test_confidence_filter_reports_what_it_drops(ckpts, unlabeled, tmp_path: Pat
         == len(pd.read_parquet(tmp_path / "b.parquet"))
     )
     assert kept["rows_dropped_low_confidence"] == 5 - kept["rows_written"] > 0
-    with pytest.raises(ValueError, match="min_confidence must lie in"):
-        pseudo_label_run(
-            compose_app(
-                "pseudo_label", [*base, "output_file=c.parquet", "min_confidence=1.5"], tmp_path
+    bad = {"min_confidence=1.5": "min_confidence must lie in", "round=0": "round 1 or later"}
+    for override, message in bad.items():
+        with pytest.raises(ValueError, match=message):
+            pseudo_label_run(
+                compose_app("pseudo_label", [*base, "output_file=c.parquet", override], tmp_path)
             )
-        )
 
 
 def test_binary_labels_from_a_three_class_model(ckpts, predictors, unlabeled, tmp_path) -> None:
