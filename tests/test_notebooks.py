@@ -81,6 +81,7 @@ def test_compare_notebook_on_a_sweep_with_a_wandb_run(
     for step in range(3):
         run.log({"val/log_loss": 0.6 - 0.1 * step, "trainer/global_step": 10 * step})
     run.finish()
+    wandb.teardown()  # finish() can return before the service has flushed the run file
     notebook = execute("02_compare_runs.ipynb", {"ARENA_RUNS": str(sweep)}, monkeypatch)
     images, text = outputs(notebook)
     # 2 per fold, 1 per hparam, language, swap, calibration, 1 W&B curve

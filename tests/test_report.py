@@ -216,6 +216,7 @@ def test_offline_wandb_run_without_summary_is_read(tmp_path: Path) -> None:
     for step in range(3):
         run.log({"val/acc": 0.6 + 0.1 * step, "val/log_loss": 0.7 - 0.1 * step})
     run.finish()
+    wandb.teardown()  # finish() can return before the service has flushed the run file
     (found,) = find_runs([tmp_path])
     summary = read_summary(found)
     assert summary["fold"] == 3 and summary["val/acc"] == pytest.approx(0.8)

@@ -166,6 +166,45 @@ def _bars(ax: Axes, labels: list[str], values: list[float], title: str, xlabel: 
     ax.set_title(title)
 
 
+def _label_plot(balance: pd.DataFrame) -> Figure:
+    fig, ax = _axes()
+    ax.bar(balance["label"], balance["share"])
+    ax.set_ylabel("share of rows")
+    ax.set_title("label balance")
+    return fig
+
+
+def _length_plot(sizes: pd.DataFrame) -> Figure:
+    fig, ax = _axes()
+    for column in ("prompt", "response_a", "response_b"):
+        ax.hist(np.log10(sizes[column].clip(lower=1)), bins=40, alpha=0.5, label=column)
+    ax.set_xlabel("log10 characters (all turns)")
+    ax.set_ylabel("rows")
+    ax.set_title("lengths")
+    ax.legend()
+    return fig
+
+
+def _longer_plot(longer: pd.DataFrame) -> Figure:
+    fig, ax = _axes()
+    ax.bar(longer["bin"], longer["longer_wins"])
+    ax.axhline(0.5, ls="--", color="grey")
+    ax.set_xlabel("relative length gap |a-b|/max(a,b)")
+    ax.set_ylabel("share of decisive rows won by the longer response")
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.set_title("does the longer response win?")
+    return fig
+
+
+def _position_plot(position: pd.DataFrame) -> Figure:
+    fig, ax = _axes(5.0, 3.5)
+    shares = position[["a_wins", "b_wins", "ties"]].iloc[0]
+    ax.bar(["A wins", "B wins", "tie"], shares.to_numpy(dtype=float))
+    ax.set_ylabel("share of labelled rows")
+    ax.set_title(f"position bias (A over B among decisive: {position['a_over_b'].iloc[0]:.3f})")
+    return fig
+
+
 def eda_figures(
     balance: pd.DataFrame,
     sizes: pd.DataFrame,
@@ -175,23 +214,12 @@ def eda_figures(
     position: pd.DataFrame,
     top: int = 20,
 ) -> dict[str, Figure]:
-    """The EDA figures from the tables of :mod:`arena.report.eda` (same argument names)."""
-    figures: dict[str, Figure] = {}
-    fig, ax = _axes()
-    ax.bar(balance["label"], balance["share"])
-    ax.set_ylabel("share of rows")
-    ax.set_title("label balance")
-    figures["labels"] = fig
-    fig, ax = _axes()
-    for column in ("prompt", "response_a", "response_b"):
-        ax.hist(np.log10(sizes[column].clip(lower=1)), bins=40, alpha=0.5, label=column)
-    ax.set_xlabel("log10 characters (all turns)")
-    ax.set_ylabel("rows")
-    ax.set_title("lengths")
-    ax.legend()
-    figures["lengths"] = fig
-    fig, ax = _axes(6.4, 1.5 + 0.25 * min(len(languages), top))
+    """The EDA figures from the tables of :mod:`arena.report.eda` (same argument names); keys
+    ``labels, lengths, languages, win_rates`` (only when models are named), ``longer_wins,
+    position``."""
+    figures = {"labels": _label_plot(balance), "lengths": _length_plot(sizes)}
     head = languages.head(top)
+    fig, ax = _axes(6.4, 1.5 + 0.25 * len(head))
     _bars(ax, list(head["language"]), list(head["share"]), "language mix", "share of rows")
     figures["languages"] = fig
     if len(win_rates):
@@ -201,18 +229,6 @@ def eda_figures(
         _bars(ax, list(head["model"]), list(head["win_rate"]), title, "win rate")
         ax.axvline(0.5, ls="--", color="grey")
         figures["win_rates"] = fig
-    fig, ax = _axes()
-    ax.bar(longer["bin"], longer["longer_wins"])
-    ax.axhline(0.5, ls="--", color="grey")
-    ax.set_xlabel("relative length gap |a-b|/max(a,b)")
-    ax.set_ylabel("share of decisive rows won by the longer response")
-    ax.tick_params(axis="x", labelrotation=20)
-    ax.set_title("does the longer response win?")
-    figures["longer_wins"] = fig
-    fig, ax = _axes(5.0, 3.5)
-    shares = position[["a_wins", "b_wins", "ties"]].iloc[0]
-    ax.bar(["A wins", "B wins", "tie"], shares.to_numpy(dtype=float))
-    ax.set_ylabel("share of labelled rows")
-    ax.set_title(f"position bias (A over B among decisive: {position['a_over_b'].iloc[0]:.3f})")
-    figures["position"] = fig
+    figures["longer_wins"] = _longer_plot(longer)
+    figures["position"] = _position_plot(position)
     return figures
