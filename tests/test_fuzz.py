@@ -30,6 +30,7 @@ from arena.data.readers import EMPTY_PLACEHOLDER, read_many, read_pairs
 from arena.data.schema import COLUMNS, TEXT_COLUMNS, DataError
 from arena.data.teachers import Teacher, load_teachers
 
+# CI: 40 fixed examples per property. A longer random search: FUZZ_EXAMPLES=1000 pytest ...
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", 40)),
     deadline=None,
@@ -41,7 +42,7 @@ PROBS = ["prob_model_a", "prob_model_b", "prob_tie"]
 # errors about the whole file (its columns, its syntax, other files) need not name a row
 FILE_LEVEL = re.compile(
     "missing required column|well-formed|unique across files|labels required|expected columns"
-    "|prob_tie column|every training id|nested"
+    "|prob_tie column|every training id|nested|column names|existing file"
 )
 
 # --- cells ---------------------------------------------------------------------------------
@@ -319,21 +320,38 @@ def test_hh_jsonl(tmp_path: Path, rows: list, seed: int, surrogates: str, empty:
         assert set(df["label"]) <= {0, 1}
 
 
+MAPPINGS = st.sampled_from(
+    [None, {"id": "qid", "prompt": "question"}, {"response_a": "r1", "response_b": "r1"}]
+)
+
+
 @FUZZ
 @given(
     rows=generic_records(),
     broken=st.one_of(st.none(), st.integers(0, 4)),
-    suffix=st.sampled_from([".jsonl", ".parquet"]),
+    suffix=st.sampled_from([".jsonl", ".parquet", ".csv"]),
+    mapping=MAPPINGS,
     **POLICIES,
 )
 def test_generic_files(
-    tmp_path: Path, rows: list, broken: int | None, suffix: str, surrogates: str, empty: str
+    tmp_path: Path,
+    rows: list,
+    broken: int | None,
+    suffix: str,
+    mapping: dict[str, str] | None,
+    surrogates: str,
+    empty: str,
 ) -> None:
+    """Generic files, their columns renamed in the file and mapped back (or mapped wrongly)."""
+    if mapping:
+        rows = [{mapping.get(k, k): v for k, v in row.items()} for row in rows]
     if suffix == ".parquet":
         path = write_parquet(tmp_path / "gen.parquet", rows)
+    elif suffix == ".csv":
+        path = write_csv(tmp_path / "gen.csv", rows)
     else:
         path = write_jsonl(tmp_path / "gen.jsonl", rows, broken)
-    check_read(path, len(rows), surrogates=surrogates, empty=empty)
+    check_read(path, len(rows), surrogates=surrogates, empty=empty, columns=mapping)
 
 
 @FUZZ
@@ -355,6 +373,29 @@ def test_read_many_counts_add_up(tmp_path: Path, first: list, second: list, empt
     for r in reports:
         assert r.rows_read == r.rows_kept + r.rows_dropped + r.duplicates_dropped
     assert sum(r.rows_kept for r in reports) == len(df)
+
+
+GARBAGE = st.one_of(
+    st.binary(max_size=48),
+    st.sampled_from(
+        [b"", b"PAR1\x00\x00\x00\x00PAR1", b"\xff\xfe\x00a", b'[{"id": 1}', b"a,b\n1,2,3\n"]
+    ),
+    st.builds(lambda b: b'{"id": "1", "\\ud800": ' + b + b"}\n", st.binary(max_size=8)),
+)
+
+
+@FUZZ
+@given(raw=GARBAGE, suffix=st.sampled_from([".csv", ".parquet", ".jsonl", ".json"]))
+def test_arbitrary_bytes(tmp_path: Path, raw: bytes, suffix: str) -> None:
+    """Whatever the bytes, a reader answers with pairs or a DataError, never a library error."""
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(raw)
+    check_read(path, raw.count(b"\n") + 1)
+    if suffix in (".csv", ".parquet"):
+        try:
+            load_teachers([Teacher("t", [str(path)])], ["1"], 2)
+        except DataError as err:
+            assert_names(err, path, raw.count(b"\n") + 1)
 
 
 def test_megabyte_responses_read_and_errors_stay_short(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from arena.tracking import REDACTED, find_secrets, is_secret_key, scrub, scrub_files
+from arena.secrets import REDACTED, find_secrets, is_secret_key, scrub, scrub_files
 from tests.conftest import ROOT
 
 WANDB_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0deadbeef"  # 40 hex, like a W&B key

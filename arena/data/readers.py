@@ -31,7 +31,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from arena.data import validate as v
+from arena.data.labels import fold_column, labels_of
 from arena.data.schema import (
     COLUMNS,
     LABEL_A,
@@ -74,6 +75,7 @@ _PARSE_ERRORS = (
     pd.errors.ParserError,
     pd.errors.EmptyDataError,
     json.JSONDecodeError,
+    OSError,  # pyarrow: "Couldn't deserialize thrift" and other broken parquet files
 )
 _CSV_OPTIONS: dict[str, Any] = {  # every cell as text: "123" stays a string, "" stays ""
     "dtype": object, "keep_default_na": False, "na_filter": False,
@@ -107,26 +109,39 @@ def _load_jsonl(path: Path) -> pd.DataFrame:
     if path.suffix == ".json" and text.lstrip().startswith("["):
         records = json.loads(text)
     else:
-        records = []
         # only "\n" ends a record: str.splitlines() would also cut at U+2028, U+0085 and other
         # characters that JSON allows unescaped inside strings
-        for row, line in enumerate(ln for ln in text.split("\n") if ln.strip()):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                msg = f"broken JSON line ({err.msg}); expected one JSON object per line"
-                raise v.row_error(str(path), row, "*", msg) from None
-    for row, record in enumerate(records):
+        records = parse_json_lines(text.split("\n"), str(path))
+    return json_objects(records, str(path))
+
+
+def parse_json_lines(lines: Iterable[str], file: str, start: int = 0) -> list[Any]:
+    """The JSON value of every non-blank line; the first is data row ``start``."""
+    records = []
+    for row, line in enumerate((ln for ln in lines if ln.strip()), start):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            msg = f"broken JSON line ({err.msg}); expected one JSON object per line"
+            raise v.row_error(file, row, "*", msg) from None
+    return records
+
+
+def json_objects(records: list[Any], file: str, start: int = 0) -> pd.DataFrame:
+    """JSON records (data rows ``start, start + 1, ...``) as a frame; each must be an object."""
+    for row, record in enumerate(records, start):
         if not isinstance(record, dict):
             found = v.describe(record)
-            raise v.row_error(str(path), row, "*", f"expected a JSON object, found {found}")
+            raise v.row_error(file, row, "*", f"expected a JSON object, found {found}")
     return pd.DataFrame(records, dtype=object)
 
 
 def _load(path: Path) -> pd.DataFrame:
     """Any supported file -> DataFrame of object columns (str cells may hold surrogates)."""
     if path.suffix not in _SUFFIXES:
-        raise DataError(str(path), None, None, f"unsupported file type; expected {_SUFFIXES}")
+        raise DataError(str(path), None, "*", f"unsupported file type; expected {_SUFFIXES}")
+    if not path.is_file():
+        raise DataError(str(path), None, "*", "expected an existing file; there is none")
     try:
         if path.suffix == ".parquet":
             frame = _load_parquet(path)
@@ -138,6 +153,9 @@ def _load(path: Path) -> pd.DataFrame:
         raise _parse_error(path, err) from None
     except RecursionError:
         raise DataError(str(path), None, "*", "expected JSON nested less deeply") from None
+    except UnicodeEncodeError:  # pandas keeps column names as UTF-8 strings
+        msg = "expected column names (csv header, JSON keys) in valid UTF-8, found invalid text"
+        raise DataError(str(path), None, "*", msg) from None
     return frame.reset_index(drop=True)
 
 
@@ -266,7 +284,7 @@ def _content(
         text, hard = _hh_text(frame, ids, file, seed)
     else:
         text = {c: v.text_column(frame[c], file, layout == "lmsys") for c in TEXT_COLUMNS}
-        hard, soft = v.labels_of(frame, file, labeled)
+        hard, soft = labels_of(frame, file, labeled)
     if hard is None or labeled is False:
         return text, np.full(len(frame), UNLABELED, dtype=np.int64), [None] * len(frame)
     return text, hard, soft
@@ -358,7 +376,7 @@ def pairs_from_frame(
         text[column], count = v.fix_surrogates(text[column], surrogates, file, column)
         repaired += count
     n = len(frame)
-    fold = v.fold_column(frame["fold"], file) if "fold" in frame.columns else np.full(n, -1)
+    fold = fold_column(frame["fold"], file) if "fold" in frame.columns else np.full(n, -1)
     table = _table(names, text, hard, soft, fold)
     table, n_empty, dropped = v.apply_empty_policy(table, empty, file)
     return table, ReadReport(file, n, len(table), repaired, n_empty, dropped)

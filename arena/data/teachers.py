@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from arena.data.labels import soft_labels
 from arena.data.schema import LABEL_NAMES, DataError
-from arena.data.validate import describe, is_blank, row_error, soft_labels
+from arena.data.validate import describe, is_blank, row_error
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABEL_NAMES)
 
@@ -48,7 +49,7 @@ def _load_frame(path: str) -> pd.DataFrame:
         if p.suffix == ".parquet":
             return pd.read_parquet(p).astype(object)
         return pd.read_csv(p, dtype=object, keep_default_na=False, encoding_errors="replace")
-    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
         msg = f"expected a well-formed {p.suffix[1:]} file; the parser says: {err}"
         raise DataError(path, None, "*", msg) from None
 
