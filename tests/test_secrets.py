@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from arena.secrets import REDACTED, find_secrets, is_secret_key, scrub, scrub_files
+from arena.secrets import REDACTED, ScrubSecrets, find_secrets, is_secret_key, scrub, scrub_files
 from tests.conftest import ROOT
 
 WANDB_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0deadbeef"  # 40 hex, like a W&B key
@@ -69,6 +70,25 @@ def test_scrub_files_hides_an_override_everywhere_it_was_copied(tmp_path: Path) 
     assert PLAIN_OVERRIDE not in overrides.read_text() + hydra.read_text()
     assert OmegaConf.load(overrides)[1] == "seed=3"
     assert scrub_files([overrides, hydra]) == []  # nothing left to change
+
+
+def test_hydra_callback_scrubs_the_job_and_the_sweep_files(tmp_path: Path) -> None:
+    job, sweep = tmp_path / "sweep" / "0", tmp_path / "sweep"
+    (job / ".hydra").mkdir(parents=True)
+    override = f"+hf_token={HF_OVERRIDE}"
+    OmegaConf.save(OmegaConf.create([override]), job / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"overrides": {"task": [override]}}}), sweep / "multirun.yaml"
+    )
+    hydra = {
+        "output_subdir": ".hydra",
+        "runtime": {"output_dir": str(job)},
+        "sweep": {"dir": str(sweep)},
+    }
+    config = OmegaConf.create({"hydra": {**hydra, "mode": RunMode.MULTIRUN}})
+    ScrubSecrets().on_job_start(config=config, task_function=lambda cfg: None)
+    for path in (job / ".hydra" / "overrides.yaml", sweep / "multirun.yaml"):
+        assert HF_OVERRIDE not in path.read_text() and "+hf_token=***" in path.read_text()
 
 
 def _leaks(run: Path) -> list[str]:
