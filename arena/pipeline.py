@@ -10,8 +10,9 @@ Usage:
 Every stage is the command line a user would type (see :mod:`arena.stages`); rerunning the same
 command resumes. Writes ``<output_dir>/submission.csv`` and ``<output_dir>/summary.json`` with
 ``teachers`` (name -> pooled OOF acc, log_loss), ``students`` (per fold), ``merged`` (acc,
-log_loss, ensemble_acc, ensemble_log_loss), ``quantized`` (bits, acc, log_loss, reference
-metrics) and ``commands``.
+log_loss, ensemble_acc, ensemble_log_loss), ``quantized`` (the exported bitsandbytes copy of the
+merged model: bits, acc, log_loss and their change from the merged model), ``predict`` (the
+submission's metrics: the quantized model with swap TTA) and ``commands``.
 """
 
 from __future__ import annotations
@@ -71,19 +72,21 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if not (merged / "summary.json").exists():
         ckpts = ",".join(f"'{r}'" for r in students)
         run("merge", ["arena.merge", f"ckpts=[{ckpts}]", f"output_dir='{merged}'",
-                      f"method={recipe.merge_method}", *common])  # fmt: skip
+                      f"method={recipe.merge_method}", f"export_bits={recipe.quantize_bits}",
+                      *common])  # fmt: skip
+    merge_report = read_summary(merged)
     if not (predicted / "summary.json").exists():
-        run("predict", ["arena.predict", f"ckpt='{merged}'", f"output_dir='{predicted}'",
-                        f"tta={recipe.tta}", f"quantize={recipe.quantize_bits}",
-                        "quantize_reference=true", *common])  # fmt: skip
-    merge_report, predict_report = read_summary(merged), read_summary(predicted)
+        quantized = merge_report["export"]["checkpoint"]
+        run("predict", ["arena.predict", f"ckpt='{quantized}'", f"output_dir='{predicted}'",
+                        f"tta={recipe.tta}", *common])  # fmt: skip
+    predict_report = read_summary(predicted)
     summary = {
         "recipe": OmegaConf.to_container(recipe, resolve=True),
         "teachers": {name: pooled(runs) for name, runs in teachers.items()},
         "students": per_fold(students),
         "merged": {k: merge_report.get(k) for k in
                    ("acc", "log_loss", "ensemble_acc", "ensemble_log_loss", "method")},
-        "quantized": predict_report.get("quantized"),
+        "quantized": {k: v for k, v in merge_report["export"].items() if k != "checkpoint"},
         "predict": {k: predict_report.get(k) for k in ("acc", "log_loss", "tta", "n_rows")},
         "train_file": str(train_file),
         "test_file": str(test_file),
