@@ -18,6 +18,7 @@ from arena.bench.__main__ import main, parse
 from arena.bench.common import Settings, equivalence, speedup
 from arena.bench.inputs import ModelKit, build_kit, encode, load_table, sample_rows
 from arena.bench.report import TARGETS, judge, table
+from arena.bench.scaling_worker import Pipeline
 from arena.bench.suite import run_suite
 from arena.bench.tokenization import cache_comparison, joined_text
 
@@ -108,9 +109,35 @@ def test_scaling_measures_three_sizes_in_fresh_processes(settings: Settings, kit
     out = scaling.run(settings, kit)
     sizes = out["raw"]["sizes"]
     assert [sizes[k]["rows"] for k in ("1x", "4x", "16x")] == [32, 128, 512]
+    assert out["raw"]["chunk_rows"] == 32  # 16x is read in 16 chunks
     for size in sizes.values():
-        assert size["peak_mb"]["total"]["min"] >= 0 and len(size["seconds"]["prep"]["samples"]) == 3
-    assert out["ratios"]["scaling.peak_memory_ratio_16x_vs_1x"] > 0
+        assert len(size["seconds"]["prep"]["samples"]) == 3
+        assert size["streamed"]["peak_mb"]["inference"]["min"] >= 0
+    ratios = out["ratios"]
+    streamed = [ratios[f"scaling.{s}_peak_memory_ratio_16x_vs_1x"] for s in ("prep", "inference")]
+    assert ratios["scaling.peak_memory_ratio_16x_vs_1x"] == max(streamed) > 0
+
+
+def test_streamed_scaling_pipeline_scores_like_the_whole_table(settings: Settings, kit) -> None:
+    table_, _ = load_table(settings)
+    folder = settings.work_dir / "pipeline"
+    path = scaling.write_input(sample_rows(table_, 20, 0), folder / "rows.parquet")
+    kit.tokenizer.save_pretrained(str(folder / "tokenizer"))
+    args = {
+        "tokenizer": str(folder / "tokenizer"),
+        "template": vars(kit.template),
+        "max_length": 128,
+        "chunk_rows": 6,
+        "seed": 0,
+    }
+    streamed = Pipeline({**args, "mode": "streamed"})
+    memory = Pipeline({**args, "mode": "memory"})
+    tokens, lengths, labels = streamed.prepare(path)
+    whole = memory.prepare(path)
+    assert np.array_equal(tokens.ids, whole[0].ids) and np.array_equal(lengths, whole[1])
+    assert np.array_equal(labels, whole[2]) and len(labels) == 20
+    probs = torch.softmax(torch.from_numpy(memory.infer(path)).double(), -1).numpy()
+    assert np.abs(streamed.infer(path) - probs).max() <= 1e-5
 
 
 def test_padding_check_catches_a_model_that_ignores_the_mask(

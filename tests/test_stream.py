@@ -17,6 +17,7 @@ from arena.data.chunks import iter_pairs, merge_reports
 from arena.data.readers import read_pairs
 from arena.data.schema import DataError
 from arena.data.synthetic import make_synthetic
+from arena.data.tokenize import tokenize_chunks, tokenize_pairs
 from arena.inference import TTA, Ensemble
 from arena.inference.run import predict_run
 from arena.inference.stream import predict_file, predict_to_files
@@ -210,3 +211,15 @@ def test_broken_json_line_counts_file_rows(tmp_path: Path) -> None:
     assert error_of(lambda: list(iter_pairs(path, chunk_rows=3))) == expected
     with pytest.raises(ValueError, match="chunk_rows"):
         next(iter_pairs(path, chunk_rows=0))
+
+
+def test_tokenize_chunks_equals_the_whole_table_and_caches_each_chunk(predictors, tmp_path) -> None:
+    path = write_file("csv", tmp_path)
+    tokenizer = predictors["fusion2"].tokenizer
+    whole = tokenize_pairs(read_pairs(path)[0], tokenizer)
+    for _ in range(2):  # the first call fills the cache, the second reads it
+        chunks = (c.table for c in iter_pairs(path, chunk_rows=4))
+        got = tokenize_chunks(chunks, tokenizer, tmp_path / "cache")
+        for field in ("ids", "offsets", "turns"):
+            assert np.array_equal(getattr(got, field), getattr(whole, field)), field
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.npz"))) == 3

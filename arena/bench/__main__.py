@@ -1,8 +1,9 @@
 """``python -m arena.bench [key=value ...]``: run the benchmark suite, write JSON, print a table.
 
 Keys: ``output`` (default ``bench.json``), ``quick`` (true/false), ``only`` (comma-separated
-sections), ``backbone`` (minilm|tiny), ``seed``, ``repeats``, ``max_length``, ``data_dir``,
-``work_dir``, ``threads`` (torch threads; default 1, 0 = torch's default), ``tta_file``.
+sections), ``backbone`` (minilm|tiny), ``seed``, ``repeats``, ``max_length``,
+``batching_max_length``, ``data_dir``, ``work_dir``, ``threads`` (torch threads; default 1,
+0 = torch's default), ``tta_file``.
 Example::
 
     python -m arena.bench quick=true only=tokenization,tta output=/tmp/bench.json
@@ -26,6 +27,7 @@ _TYPES: dict[str, Any] = {
     "seed": int,
     "repeats": int,
     "max_length": int,
+    "batching_max_length": int,
     "data_dir": Path,
     "work_dir": Path,
     "lr": float,

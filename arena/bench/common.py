@@ -32,8 +32,13 @@ class Settings:
         backbone: ``minilm`` (real all-MiniLM-L6-v2 weights) or ``tiny`` (random BERT twin).
         seed: seeds data sampling, model heads and the simulated TTA probabilities.
         repeats: interleaved repeats of every variant (at least 3 for a comparison).
-        max_length: token budget of a formatted pair (the padded length of "fixed" batching).
-        data_dir: the shared data folder; HH parquet files in ``wsdm/`` give the length mix.
+        max_length: token budget of a formatted pair in the train-loop, tokenization and
+            scaling sections.
+        batching_max_length: the same for the two batching sections (the padded length of
+            "fixed" / "pad_to_max"). 512, MiniLM's position limit: at 256 about 40% of the real
+            rows hit the cap and padding has little to remove (see their ``padding_ceiling``).
+        data_dir: the shared data folder; its files (``wsdm/*.parquet``, ``lmsys/*.csv``) give
+            the length mix.
         work_dir: scratch space (token caches, scaling inputs, HF Trainer output).
         lr: AdamW learning rate used by every training variant.
         threads: torch intra-op threads (0: torch's default, one per core). The default 1 is
@@ -47,6 +52,7 @@ class Settings:
     seed: int = 0
     repeats: int = 3
     max_length: int = 256
+    batching_max_length: int = 512
     data_dir: Path = DEFAULT_DATA_DIR
     work_dir: Path = field(default_factory=lambda: Path(".cache/arena/bench"))
     lr: float = 1e-4

@@ -1,6 +1,6 @@
-"""Benchmark inputs: the pair table (real HH mix or a synthetic heavy-tailed one) and the model.
+"""Benchmark inputs: the pair table (the real files' mix or a synthetic heavy-tailed one), model.
 
-table, source = load_table(settings)          # "real:wsdm/*.parquet" or "synthetic"
+table, source = load_table(settings)          # "real:<file names>" or "synthetic"
 rows = sample_rows(table, 256, seed=0)
 kit = build_kit(settings)                     # tokenizer, formatter, fresh models
 data = encode(rows, kit)                      # PairDataset + formatted lengths
@@ -74,17 +74,22 @@ def _pair_table(ids: list[str], text: dict[str, list[Any]], labels: np.ndarray) 
 
 
 def real_files(data_dir: Path) -> list[Path]:
-    """The HH parquet files of the shared data folder (empty when it is absent)."""
-    return sorted((Path(data_dir) / "wsdm").glob("*.parquet"))
+    """The pair files of the shared data folder: HH parquet files in ``wsdm/`` and LMSYS-layout
+    csv files in ``lmsys/`` (empty when the folder is absent)."""
+    data_dir = Path(data_dir)
+    return sorted(data_dir.glob("wsdm/*.parquet")) + sorted(data_dir.glob("lmsys/*.csv"))
 
 
 @functools.lru_cache(maxsize=4)
 def _read_real(files: tuple[Path, ...]) -> pd.DataFrame:
-    return read_many(list(files))[0]
+    """The files' pairs; ties (in the LMSYS files) are left out: the bench models have 2 classes."""
+    table = read_many(list(files))[0]
+    return table.loc[table["label"].isin([0, 1]).to_numpy()].reset_index(drop=True)
 
 
 def load_table(settings: Settings, n_synthetic: int = 4000) -> tuple[pd.DataFrame, str]:
-    """The real HH table when the shared data is present, else a synthetic heavy-tailed one."""
+    """The real pairs (:func:`real_files`) when the shared data is present, else a synthetic
+    heavy-tailed table."""
     files = real_files(settings.data_dir)
     if files:
         return _read_real(tuple(files)), "real:" + ",".join(f.name for f in files)

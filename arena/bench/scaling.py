@@ -1,22 +1,27 @@
 """``scaling``: time and peak memory of data preparation and inference at 1x, 4x and 16x rows.
 
-Time: sizes interleaved in this process (1x, 4x, 16x, 1x, ...). Memory: one fresh process per
-size (:mod:`arena.bench.scaling_worker`, the sizes side by side; one round in quick mode). Both
-read a WSDM-layout parquet of ``n`` rows and run the steps of ``arena.predict``'s scoring:
-``read_pairs`` -> ``cached_tokenize`` (no cache) -> formatted lengths (``prep``), then
-length-sorted token-budget batches through the model (``inference``), with the backbone's tokenizer
-(saved and reloaded) and a small random 2-layer encoder (hidden 64) of its vocabulary size: the
-pipeline, not the network, is measured.
+Both pipelines of :mod:`arena.bench.scaling_worker` read a WSDM-layout parquet of ``n`` rows
+(drawn from the real files' mix, or synthetic), with the backbone's tokenizer (saved and
+reloaded) and a small random 2-layer encoder (hidden 64) of its vocabulary size: the pipeline,
+not the network, is measured.
 
-Memory is the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before each
-stage) above the resident set at the stage's start, after imports, model build and a warm-up
-pass over 8 rows (one-time allocations are not the rows' cost). ``peak_memory_ratio_16x_vs_1x``
-is that peak over prep + inference together; the batch loop alone
-(``loop_peak_memory_ratio_16x_vs_1x``) is what streaming keeps flat. The current pipeline holds
-the whole table and its tokens, so the overall peak grows with the rows; this section reports it
-as measured. The loop's first pass also grows with the number of distinct batch shapes (oneDNN
-keeps a primitive per shape: ``ONEDNN_PRIMITIVE_CACHE_CAPACITY=0`` removes most of it); a second
-pass over the same rows (``loop_repeat``) shows the per-batch memory alone.
+- ``streamed`` (arena's): ``prep`` reads chunks of ``chunk_rows`` rows and tokenizes them
+  (token ids and labels of every row are kept: what training needs), ``inference`` is
+  ``arena.predict``'s streamed scoring, outputs written chunk by chunk. ``chunk_rows`` is the 1x
+  size, so 1x is one chunk and 16x sixteen (as 8192-row chunks over files of 8k to 128k rows).
+- ``memory`` (the whole-table path, for reference): the table and its tokens at once.
+
+Time: sizes interleaved in this process (1x, 4x, 16x, 1x, ...), streamed pipeline. Memory: one
+fresh process per size and pipeline (the sizes side by side; in quick mode one round of the
+streamed pipeline only). Memory is
+the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before each stage)
+above the resident set at the stage's start, after imports, model build and a warm-up over 8 rows
+(one-time allocations are not the rows' cost). Ratios are 16x over 1x of the smallest peak:
+``inference_peak_memory_ratio_16x_vs_1x`` (issue 7: flat), ``prep_peak_memory_ratio_16x_vs_1x``
+(grows with the kept token ids, 4 bytes a token, not with the text), their maximum
+``peak_memory_ratio_16x_vs_1x``, and ``memory_pipeline_peak_memory_ratio_16x_vs_1x`` of the
+whole-table path. A first pass also grows with the number of distinct batch shapes (oneDNN keeps
+a primitive per shape); ``inference_repeat``, a second pass over the same file, shows the rest.
 """
 
 from __future__ import annotations
@@ -96,6 +101,9 @@ def timing(
     return seconds
 
 
+MODES = ("streamed", "memory")
+
+
 def run(settings: Settings, kit: ModelKit | None = None) -> dict[str, Any]:
     """Time the sizes interleaved, then measure their peak memory in fresh processes."""
     kit = kit or build_kit(settings)
@@ -112,51 +120,68 @@ def run(settings: Settings, kit: ModelKit | None = None) -> dict[str, Any]:
         "tokenizer": str(folder / "tokenizer"),
         "template": vars(kit.template),
         "max_length": settings.max_length,
+        "chunk_rows": base,
+        "mode": "streamed",
         "seed": settings.seed,
         "threads": settings.threads,
     }
     seconds = timing(files, common, settings.repeats)
-    memory: dict[int, list[dict[str, Any]]] = {k: [] for k in SIZES}
+    modes = settings.pick(MODES[:1], MODES)  # quick: the streamed pipeline only
+    memory: dict[str, dict[int, list[dict[str, Any]]]] = {m: {k: [] for k in SIZES} for m in modes}
     for _ in range(settings.pick(1, settings.repeats)):
-        for k, result in memory_round(files, common).items():
-            memory[k].append(result)
+        for mode in modes:
+            for k, result in memory_round(files, {**common, "mode": mode}).items():
+                memory[mode][k].append(result)
     return _report(seconds, memory, base, source)
 
 
 def _report(
     seconds: dict[str, dict[str, list[float]]],
-    memory: dict[int, list[dict[str, Any]]],
+    memory: dict[str, dict[int, list[dict[str, Any]]]],
     base: int,
     source: str,
 ) -> dict[str, Any]:
+    stages = ("prep", "inference", "inference_repeat")
+
     def per_size(k: int) -> dict[str, Any]:
-        runs = memory[k]
-        return {
+        out: dict[str, Any] = {
             "rows": base * k,
             "seconds": {stage: stats(v) for stage, v in seconds[f"{k}x"].items()},
-            "peak_mb": {
-                s: stats([r["peak_mb"][s] for r in runs])
-                for s in ("prep", "loop", "total", "loop_repeat")
-            },
-            "held_after_prep_mb": stats([r["held_after_prep_mb"] for r in runs]),
-            "peak_reset": all(r["peak_reset"] for r in runs),
         }
+        for mode, by_size in memory.items():
+            runs = by_size[k]
+            out[mode] = {
+                "peak_mb": {s: stats([r["peak_mb"][s] for r in runs]) for s in stages},
+                "held_after_prep_mb": stats([r["held_after_prep_mb"] for r in runs]),
+                "peak_reset": all(r["peak_reset"] for r in runs),
+            }
+        return out
 
     top = SIZES[-1]
 
-    def mem(key: str) -> float:
-        lo, hi = (min(r["peak_mb"][key] for r in memory[k]) for k in (1, top))
-        return hi / max(lo, 0.1)
+    def mem(mode: str, *keys: str) -> float:
+        def peak(k: int) -> float:
+            return min(max(r["peak_mb"][key] for key in keys) for r in memory[mode][k])
+
+        return peak(top) / max(peak(1), 0.1)
 
     def cost(stage: str) -> float:
         lo, hi = (min(seconds[f"{k}x"][stage]) for k in (1, top))
         return hi / lo / top
 
+    prep, inference = mem("streamed", "prep"), mem("streamed", "inference")
     ratios = {
-        "scaling.peak_memory_ratio_16x_vs_1x": mem("total"),
-        "scaling.loop_peak_memory_ratio_16x_vs_1x": mem("loop"),
+        "scaling.peak_memory_ratio_16x_vs_1x": max(prep, inference),
+        "scaling.inference_peak_memory_ratio_16x_vs_1x": inference,
+        "scaling.prep_peak_memory_ratio_16x_vs_1x": prep,
         "scaling.prep_per_row_cost_16x_vs_1x": cost("prep"),
         "scaling.inference_per_row_cost_16x_vs_1x": cost("inference"),
     }
+    if "memory" in memory:
+        whole = mem("memory", "prep", "inference")
+        ratios["scaling.memory_pipeline_peak_memory_ratio_16x_vs_1x"] = whole
     sizes = {f"{k}x": per_size(k) for k in SIZES}
-    return {"ratios": ratios, "raw": {"base_rows": base, "data": source, "sizes": sizes}}
+    return {
+        "ratios": ratios,
+        "raw": {"base_rows": base, "chunk_rows": base, "data": source, "sizes": sizes},
+    }

@@ -1,39 +1,56 @@
-"""The ``scaling`` pipeline, and its memory measurement in a process of its own.
+"""The ``scaling`` pipelines, and their memory measurement in a process of its own.
 
-:func:`measure` times read -> tokenize -> score in the calling process; run as a module it
-measures the peak memory of one file (see :mod:`arena.bench.scaling`)::
+Two pipelines over one pair file (see :mod:`arena.bench.scaling`):
+
+- ``streamed`` (what ``arena`` does): ``prep`` is the training-data preparation,
+  :func:`arena.data.chunks.iter_pairs` -> :func:`arena.data.tokenize.tokenize_chunks` (no cache)
+  -> formatted lengths, keeping the token ids (4 bytes a token) and labels of every row;
+  ``inference`` is ``arena.predict``'s scoring, :func:`arena.inference.stream.predict_to_files`
+  (read, encode, length-sorted token-budget batches and outputs written a chunk at a time).
+- ``memory`` (the whole-table path, for reference): ``read_pairs`` -> ``cached_tokenize`` of the
+  whole table -> lengths, then sorted token-budget batches over all rows.
+
+:meth:`Pipeline.measure` times them in the calling process; run as a module the worker measures
+the peak memory of one file::
 
     python -m arena.bench.scaling_worker '{"file": "rows_256.parquet", "warmup": "warmup.parquet",
         "tokenizer": "<saved tokenizer dir>", "template": {...}, "max_length": 256,
-        "seed": 0, "threads": 1}'
+        "chunk_rows": 256, "mode": "streamed", "seed": 0, "threads": 1}'
 
-It prints one JSON line: ``peak_mb`` (prep, loop, total, and loop_repeat: a second pass over
-the same rows; each the peak resident set above the stage's starting one),
-``held_after_prep_mb`` and ``peak_reset`` (whether the kernel let us reset the
-high-water mark; without it peaks only count what exceeds earlier ones).
+It prints one JSON line: ``peak_mb`` (prep, inference, and inference_repeat: a second pass over
+the same file; each the peak resident set above the stage's starting one), ``held_after_prep_mb``
+(what prep's result holds) and ``peak_reset`` (whether the kernel let us reset the high-water
+mark; without it peaks only count what exceeds earlier ones).
 
-The worker imports only torch, ``arena.data`` and the tokenizer (a fresh process per size must
-start quickly); its model is a plain 2-layer encoder of hidden 64 with mean pooling and a linear
-head, the size of the tiny BERT twin: the pipeline around it is what is measured.
+The worker imports torch, ``arena.data``, ``arena.inference`` and the tokenizer; its model is a
+plain 2-layer encoder of hidden 64 with mean pooling and a linear head, the size of the tiny BERT
+twin: the pipeline around it is what is measured.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from arena.data.batching import Collator, sorted_batches
+from arena.data.chunks import Chunk, iter_pairs
 from arena.data.dataset import PairArrays, PairDataset
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_pairs
-from arena.data.tokenize import cached_tokenize
+from arena.data.tokenize import TokenizedPairs, cached_tokenize, tokenize_chunks
+from arena.inference import Ensemble, Predictor
+from arena.inference.stream import predict_to_files
 
 
 class Block(nn.Module):
@@ -66,7 +83,14 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList([Block(hidden, 4) for _ in range(2)])
         self.head = nn.Linear(hidden, 2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, 2) logits; ``features`` (none here) as a
+        :class:`PreferenceModel` takes them."""
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.embed(input_ids) + self.position(positions)  # (B, T, H)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): attend to real tokens
@@ -92,94 +116,105 @@ def reset_peak() -> bool:
         return False
 
 
-def setup(args: dict[str, Any]) -> tuple[Any, Formatter, nn.Module]:
-    """The saved tokenizer, a formatter with the template and budget, and the trunk."""
-    from transformers import AutoTokenizer  # the only transformers import
-
-    tokenizer = AutoTokenizer.from_pretrained(args["tokenizer"], local_files_only=True)
-    formatter = Formatter(
-        Template(**args["template"]),
-        Budget(max_length=args["max_length"]),
-        lambda s: tokenizer(s, add_special_tokens=False)["input_ids"],
-    )
-    torch.manual_seed(args["seed"])
-    return tokenizer, formatter, Trunk(len(tokenizer), args["max_length"]).eval()
+def lengths_of(tokens: TokenizedPairs, formatter: Formatter) -> np.ndarray:
+    """(n,) formatted length of every row."""
+    return np.array([formatter.length(*tokens.fields(i)) for i in range(len(tokens))])
 
 
-def prepare(file: Path, tokenizer: Any, formatter: Formatter) -> tuple[PairDataset, np.ndarray]:
-    """Read, tokenize (no cache) and measure every row, as the predictor's ``encode`` does."""
-    df, _ = read_pairs(file)
-    n = len(df)
-    arrays = PairArrays(np.full(n, -1, dtype=np.int64), np.zeros((n, 2), dtype=np.float32))
-    dataset = PairDataset(cached_tokenize(df, tokenizer, None), arrays, formatter, "plain")
-    return dataset, dataset.row_lengths()
-
-
-def infer(
-    model: nn.Module, collate: Collator, data: PairDataset, lengths: np.ndarray, tokens: int
-) -> np.ndarray:
-    """(n, 2) logits in row order from length-sorted token-budget batches."""
-    out = np.zeros((len(lengths), 2), dtype=np.float32)
-    with torch.inference_mode():
-        for rows in sorted_batches(lengths, tokens, 64):
-            batch = collate([data[int(i)] for i in rows])
-            out[rows] = model(batch["input_ids"], batch["attention_mask"]).numpy()
-    return out
+def _tables(chunks: Iterator[Chunk], labels: list[np.ndarray]) -> Iterator[pd.DataFrame]:
+    """The chunks' tables, keeping only their labels (the text goes once tokenized)."""
+    for chunk in chunks:
+        labels.append(chunk.table["label"].to_numpy())
+        yield chunk.table
 
 
 class Pipeline:
-    """Tokenizer, formatter, model and collator of one ``args`` dict, ready to run files."""
+    """Tokenizer, formatter, model and predictor of one ``args`` dict, ready to run files."""
 
     def __init__(self, args: dict[str, Any]) -> None:
-        self.tokenizer, self.formatter, self.model = setup(args)
-        self.collate = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
+        from transformers import AutoTokenizer  # the only transformers import
+
+        tokenizer = AutoTokenizer.from_pretrained(args["tokenizer"], local_files_only=True)
+        template, budget = Template(**args["template"]), Budget(max_length=args["max_length"])
+        self.formatter = Formatter(
+            template, budget, lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
+        )
+        torch.manual_seed(args["seed"])
+        self.model = Trunk(len(tokenizer), args["max_length"]).eval()
+        self.tokenizer, self.mode, self.chunk_rows = tokenizer, args["mode"], args["chunk_rows"]
         self.tokens = 16 * args["max_length"]  # padded tokens per inference batch
+        self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)  # type: ignore[arg-type]
+        predictor = Predictor(
+            self.model, tokenizer, template, budget, n_classes=2,  # type: ignore[arg-type]
+            batch_size=64, max_tokens=self.tokens, rank=0, world=1,
+        )  # fmt: skip
+        self.ensemble = Ensemble([predictor])
+        self.out_dir = Path(tempfile.mkdtemp(prefix="arena-scaling-"))
 
-    def prepare(self, file: Path) -> tuple[PairDataset, np.ndarray]:
-        return prepare(file, self.tokenizer, self.formatter)
+    def prepare(self, file: Path) -> Any:
+        """Training-data preparation: token ids, lengths and labels of every row."""
+        if self.mode == "streamed":
+            labels: list[np.ndarray] = []
+            tables = _tables(iter_pairs(file, chunk_rows=self.chunk_rows), labels)
+            tokens = tokenize_chunks(tables, self.tokenizer, None)
+            return tokens, lengths_of(tokens, self.formatter), np.concatenate(labels)
+        df, _ = read_pairs(file)
+        tokens = cached_tokenize(df, self.tokenizer, None)
+        return tokens, lengths_of(tokens, self.formatter), df["label"].to_numpy()
 
-    def infer(self, data: PairDataset, lengths: np.ndarray) -> np.ndarray:
-        return infer(self.model, self.collate, data, lengths, self.tokens)
+    def infer(self, file: Path) -> np.ndarray:
+        """(n, 2) probabilities (streamed: written to files too) or logits of every row."""
+        if self.mode == "streamed":
+            streamed = predict_to_files(
+                self.ensemble, file, None, self.out_dir, layout="wsdm", chunk_rows=self.chunk_rows
+            )
+            return streamed.prediction.probs
+        tokens, lengths, labels = self.prepare(file)
+        arrays = PairArrays(labels, np.zeros((len(labels), 2), dtype=np.float32))
+        data = PairDataset(tokens, arrays, self.formatter, "plain")
+        out = np.zeros((len(lengths), 2), dtype=np.float32)
+        with torch.inference_mode():
+            for rows in sorted_batches(lengths, self.tokens, 64):
+                batch = self.collate([data[int(i)] for i in rows])
+                out[rows] = self.model(batch["input_ids"], batch["attention_mask"]).numpy()
+        return out
 
     def measure(self, file: Path) -> dict[str, float]:
         """Seconds of ``prep`` and ``inference`` over one file."""
         t0 = time.perf_counter()
-        data, lengths = self.prepare(file)
+        self.prepare(file)
         t1 = time.perf_counter()
-        self.infer(data, lengths)
+        self.infer(file)
         return {"prep": t1 - t0, "inference": time.perf_counter() - t1}
 
 
 def main(args: dict[str, Any]) -> dict[str, Any]:
-    """Peak memory of prep and of the batch loop over ``args["file"]``."""
+    """Peak memory of prep and of inference over ``args["file"]``."""
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
     pipe = Pipeline(args)
     # warm-up on a few rows: one-time allocations (Arrow pools, tokenizer threads, kernels)
     # belong to the baseline, not to the rows
-    pipe.infer(*pipe.prepare(Path(args["warmup"])))
-    ok = reset_peak()
+    pipe.prepare(Path(args["warmup"]))
+    pipe.infer(Path(args["warmup"]))
+    gc.collect()
+    peaks, ok = {}, True
     start_rss = _status_kb("VmRSS")
-    data, lengths = pipe.prepare(Path(args["file"]))
-    prep_peak = _status_kb("VmHWM")
     ok = reset_peak() and ok
-    loop_rss = _status_kb("VmRSS")
-    pipe.infer(data, lengths)
-    loop_peak = _status_kb("VmHWM")
-    ok = reset_peak() and ok  # a second pass: per-shape kernel caches exist by now
-    repeat_rss = _status_kb("VmRSS")
-    pipe.infer(data, lengths)
-    repeat_peak = _status_kb("VmHWM")
+    prepared = pipe.prepare(Path(args["file"]))
+    peaks["prep"] = _status_kb("VmHWM") - start_rss
+    held = _status_kb("VmRSS") - start_rss
+    del prepared
+    gc.collect()
+    for stage in ("inference", "inference_repeat"):  # the repeat: per-shape caches exist by now
+        rss = _status_kb("VmRSS")
+        ok = reset_peak() and ok
+        pipe.infer(Path(args["file"]))
+        peaks[stage] = _status_kb("VmHWM") - rss
     return {
-        "rows": len(lengths),
-        "tokens": int(lengths.sum()),
-        "peak_mb": {
-            "prep": (prep_peak - start_rss) / 1024,
-            "loop": (loop_peak - loop_rss) / 1024,
-            "total": (max(prep_peak, loop_peak) - start_rss) / 1024,
-            "loop_repeat": (repeat_peak - repeat_rss) / 1024,
-        },
-        "held_after_prep_mb": (loop_rss - start_rss) / 1024,
+        "mode": args["mode"],
+        "peak_mb": {k: v / 1024 for k, v in peaks.items()},
+        "held_after_prep_mb": held / 1024,
         "peak_reset": ok,
     }
 

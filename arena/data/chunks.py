@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +45,9 @@ from arena.data.readers import (
     _load,
     _rename,
     arrow_frame,
+    json_objects,
     pairs_from_frame,
+    parse_json_lines,
 )
 from arena.data.schema import DataError, EmptyPolicy, ReadReport, SurrogatePolicy
 
@@ -82,8 +82,10 @@ def merge_reports(file: str, reports: list[ReadReport]) -> ReadReport:
 def _frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Raw chunks of at most ``chunk_rows`` rows (object columns, rows numbered from 0)."""
     if path.suffix == ".parquet":
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=chunk_rows):
+        # without pre-buffering pages are read as batches need them: memory stays bounded in a
+        # large row group instead of holding its whole column chunks
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        for batch in parquet.iter_batches(batch_size=chunk_rows, use_threads=False):
             yield arrow_frame(pa.Table.from_batches([batch]))
         if parquet.metadata.num_rows == 0:
             yield arrow_frame(parquet.schema_arrow.empty_table())
@@ -99,29 +101,20 @@ def _frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
 
 
 def _jsonl_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """JSON lines as ``read_pairs`` splits them (``str.splitlines``, blank lines skipped)."""
-    records: list[dict[str, Any]] = []
+    """JSON lines as ``read_pairs`` splits them (at ``\\n`` only; blank lines skipped)."""
+    lines: list[str] = []
     row = 0
     with path.open("rb") as f:
-        for raw in f:  # every b"\n" is a line end for splitlines too
-            for line in v.decode_bytes(raw).splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    msg = f"broken JSON line ({err.msg})"
-                    raise v.row_error(str(path), row, "*", msg) from None
-                if not isinstance(record, dict):
-                    msg = f"expected a JSON object, found {v.describe(record)}"
-                    raise v.row_error(str(path), row, "*", msg)
-                records.append(record)
-                row += 1
-                if len(records) == chunk_rows:
-                    yield pd.DataFrame(records, dtype=object)
-                    records = []
-    if records or row == 0:
-        yield pd.DataFrame(records, dtype=object)
+        for raw in f:
+            line = v.decode_bytes(raw).removesuffix("\n")
+            if not line.strip():
+                continue
+            lines.append(line)
+            if len(lines) == chunk_rows:
+                yield json_objects(parse_json_lines(lines, str(path), row), str(path), row)
+                row, lines = row + len(lines), []
+    if lines or row == 0:
+        yield json_objects(parse_json_lines(lines, str(path), row), str(path), row)
 
 
 def _shifted(err: DataError, start: int) -> DataError:

@@ -4,6 +4,12 @@ The cache key is everything that changes the ids: the text content of every row 
 (its serialised vocabulary and rules). Template and budget are applied later by
 :class:`arena.data.format.Formatter`, on ids, so they need no key: changing them re-uses the cache.
 A second run over the same data and tokenizer loads a ``.npz`` and never calls the tokenizer.
+
+Streamed preparation (:func:`tokenize_chunks`) takes the chunks of
+:func:`arena.data.chunks.iter_pairs` and caches every chunk under its own key, so the raw text of
+one chunk is held at a time and only the compact ids (4 bytes a token) of the whole file::
+
+    tokens = tokenize_chunks((c.table for c in iter_pairs(path, chunk_rows=4096)), tok, cache)
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,3 +137,37 @@ def cached_tokenize(df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) ->
     tokens = tokenize_pairs(df, tokenizer)
     tokens.save(path)
     return tokens
+
+
+def concat_tokens(parts: Sequence[TokenizedPairs]) -> TokenizedPairs:
+    """The rows of ``parts`` one after the other, as one :class:`TokenizedPairs`."""
+    if not parts:
+        return TokenizedPairs(
+            np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        )
+    shifts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
+    offsets = [parts[0].offsets[:1]]
+    offsets += [p.offsets[1:] + shift for p, shift in zip(parts, shifts, strict=True)]
+    return TokenizedPairs(
+        ids=np.concatenate([p.ids for p in parts]),
+        offsets=np.concatenate(offsets).astype(np.int64),
+        turns=np.concatenate([p.turns for p in parts]).astype(np.int32),
+    )
+
+
+def tokenize_chunks(
+    tables: Iterable[pd.DataFrame], tokenizer: Any, cache_dir: Path | None
+) -> TokenizedPairs:
+    """:func:`cached_tokenize` of each chunk of a table (one cache entry per chunk), joined.
+
+    Args:
+        tables: consecutive chunks of one pair table (e.g. from ``iter_pairs``); each is
+            released once tokenized, so only one chunk's text is held at a time.
+        tokenizer: as in :func:`tokenize_pairs`.
+        cache_dir: token cache (None tokenizes every chunk).
+
+    Returns:
+        the ids of every row of every chunk, in order (the same as ``cached_tokenize`` of the
+        concatenated table).
+    """
+    return concat_tokens([cached_tokenize(t, tokenizer, cache_dir) for t in tables])
