@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 export WANDB_MODE ?= offline
+OUT ?= logs/pipeline-smoke
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format bench clean
+.PHONY: help install train test test-all lint format bench pipeline-smoke clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 bench: $(STAMP) ## run the benchmark suite (python -m arena.bench)
 	$(PY) -m arena.bench $(ARGS)
+
+pipeline-smoke: $(STAMP) ## LMSYS 1st place pipeline on tiny CPU models: OUT=<dir> gets submission.csv, summary.json
+	$(PY) -m arena.pipeline output_dir=$(OUT) $(ARGS)
 
 clean: ## remove caches, logs and build outputs (keeps .venv)
 	rm -rf .cache logs outputs multirun .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info

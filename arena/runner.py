@@ -105,7 +105,7 @@ def train_run(cfg: DictConfig) -> float | None:
                 oof = pd.read_parquet(out / "oof.parquet")
                 labels = datamodule.val_df.set_index("id").loc[oof["id"], "label"].to_numpy()
                 log_oof(loggers, oof, np.asarray(labels))
-            write_json(out / "summary.json", summary)
+            write_json(out / "summary.json", scrub(summary))
             log.info("summary: %s", {k: v for k, v in summary.items() if k.startswith("val/")})
     finally:
         close(loggers)

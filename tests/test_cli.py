@@ -53,7 +53,7 @@ def check_run_dir(run: Path, n_rows: int) -> dict:
         assert key in summary, key
     assert summary["n_train"] + summary["n_val"] == n_rows
     oof = pd.read_parquet(run / "oof.parquet")
-    assert list(oof.columns) == ["id", "fold", "prob_model_a", "prob_model_b"]
+    assert list(oof.columns) == ["id", "fold", "prob_model_a", "prob_model_b", "label", "language"]
     assert len(oof) == summary["n_val"] and (oof["fold"] == summary["fold"]).all()
     assert ((oof["prob_model_a"] + oof["prob_model_b"] - 1).abs() < 1e-5).all()
     ckpt = run / "checkpoints"

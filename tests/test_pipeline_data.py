@@ -113,3 +113,19 @@ def test_training_rows_need_targets_and_enough_classes(tokenizer, tmp_path: Path
     df.loc[3, "label"] = -1
     with pytest.raises(DataError, match="1 rows have neither"):
         check_trainable(df, 3)
+
+
+def test_extra_train_files_always_train_and_keep_the_folds(tokenizer, tmp_path: Path) -> None:
+    from arena.data.writers import write_pairs
+
+    official = write_pairs(make_synthetic(200, seed=8), tmp_path / "official.csv")
+    pseudo = make_synthetic(60, seed=9).assign(id=[f"pseudo-{i}" for i in range(60)])
+    extra = write_pairs(pseudo, tmp_path / "pseudo.csv")
+    plain = datamodule(tokenizer, tmp_path, synthetic=None, train_files=[str(official)])
+    mixed = datamodule(
+        tokenizer, tmp_path, synthetic=None, train_files=[str(official)], extra_train_files=[extra]
+    )
+    plain.setup("fit"), mixed.setup("fit")
+    assert set(mixed.val_df["id"]) == set(plain.val_df["id"])  # same folds, no pseudo row
+    assert set(mixed.train_df["id"]) == set(plain.train_df["id"]) | set(pseudo["id"])
+    assert [r["role"] for r in mixed.report["read"]] == ["train", "extra_train"]

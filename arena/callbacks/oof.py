@@ -3,7 +3,8 @@
 After every validation run (not the sanity check; ``on_validation_end`` comes after the module
 has gathered its predictions) it computes per-language accuracy and whether the model collapsed to
 the class prior, warning when it did; at the end of fit it writes ``oof.parquet`` (``id``, ``fold``,
-``prob_model_a``, ``prob_model_b`` [, ``prob_tie``]) into the run dir, atomically.
+``prob_model_a``, ``prob_model_b`` [, ``prob_tie``], ``label``, ``language``) into the run dir,
+atomically.
 """
 
 from __future__ import annotations
@@ -66,4 +67,6 @@ class OOFWriter(L.Callback):
         oof = pd.DataFrame({"id": val["id"].to_numpy(), "fold": val["fold"].to_numpy()})
         for c in range(probs.shape[1]):
             oof[f"prob_{LABEL_NAMES[c]}"] = probs[:, c]
+        # labels and languages make the file self-contained for reports (arena.report)
+        oof["label"], oof["language"] = val["label"].to_numpy(), val["language"].to_numpy()
         write_parquet(self.output_dir / "oof.parquet", oof)

@@ -202,20 +202,28 @@ class Collator:
     Items carry ``input_ids`` and optionally ``input_ids_swapped`` (evaluation with both orders:
     the batch then holds ``2B`` sequences, originals first, and ``2B`` feature rows when items
     carry ``features_swapped``). Everything else is stacked, one entry per item.
+
+    Siamese items (``input_ids_second``, see :class:`arena.data.dataset.PairDataset`) give twice
+    the sequences: every first side (originals, then swapped ones), then every second side in the
+    same order.
     """
 
     def __init__(self, pad_id: int, padding_side: Literal["left", "right"], multiple: int = 8):
         self.pad_id, self.side, self.multiple = pad_id, padding_side, multiple
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        seqs = [it["input_ids"] for it in items]
         both = "input_ids_swapped" in items[0]
-        if both:
-            seqs += [it["input_ids_swapped"] for it in items]
+        siamese = "input_ids_second" in items[0]
+        sides = ["input_ids", "input_ids_second"] if siamese else ["input_ids"]
+        seqs = []
+        for side in sides:
+            seqs += [it[side] for it in items]
+            if both:
+                seqs += [it[f"{side}_swapped"] for it in items]
         ids, mask = pad(seqs, self.pad_id, self.side, self.multiple)
         batch = {"input_ids": ids, "attention_mask": mask}
         for key in items[0]:
-            if key in ("input_ids", "input_ids_swapped", "features_swapped"):
+            if key.startswith("input_ids") or key == "features_swapped":
                 continue
             batch[key] = torch.as_tensor(np.stack([np.asarray(it[key]) for it in items]))
         if both and "features_swapped" in items[0]:

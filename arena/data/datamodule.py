@@ -22,12 +22,12 @@ from arena.data.batching import (
     dist_info,
     sorted_batches,
 )
-from arena.data.dataset import PairArrays, PairDataset, View
+from arena.data.dataset import Layout, PairArrays, PairDataset, View
 from arena.data.features import FeatureNormalizer, compute_features, swap_features
 from arena.data.folds import folds_for
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_many
-from arena.data.schema import DataError, n_classes_of, one_hot
+from arena.data.schema import DataError, ReadReport, n_classes_of, one_hot, report_totals
 from arena.data.synthetic import make_synthetic
 from arena.data.teachers import Teacher, load_teachers
 from arena.data.tokenize import cached_tokenize
@@ -79,6 +79,8 @@ class PreferenceDataModule(L.LightningDataModule):
         train_files: pair files of any supported format; empty means ``synthetic``.
         synthetic: keyword arguments of :func:`make_synthetic` when no files are given.
         val_files: extra files used only for validation (with ``fold=None``).
+        extra_train_files: files whose rows always train and are never validated (pseudo-labelled
+            or external pairs); the folds of ``train_files`` stay as they are without them.
         fold: validation fold, or None to train on every row.
         n_folds: number of folds; fold_seed: their seed.
         n_classes: 2 or 3, or None to infer (3 when any tie is present).
@@ -90,6 +92,8 @@ class PreferenceDataModule(L.LightningDataModule):
         teachers: distillation teachers (OOF probability files keyed by id).
         batch_size, eval_batch_size, max_tokens, bucket_batches: batching.
         num_workers: DataLoader workers; cache_dir: folds and token cache; seed: swap seed.
+        layout: ``joint`` (one sequence per pair) or ``siamese`` (prompt + A and prompt + B as
+            two sequences, for ``model.model_factory.architecture=siamese``).
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class PreferenceDataModule(L.LightningDataModule):
         train_files: Sequence[str] = (),
         synthetic: dict[str, Any] | None = None,
         val_files: Sequence[str] = (),
+        extra_train_files: Sequence[str] = (),
         fold: int | None = 0,
         n_folds: int = 5,
         fold_seed: int = 42,
@@ -119,10 +124,12 @@ class PreferenceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str = ".cache/arena",
         seed: int = 0,
+        layout: Layout = "joint",
     ):
         super().__init__()
         self.tokenizer, self.template = tokenizer, template
         self.train_files, self.val_files = list(train_files), list(val_files)
+        self.extra_train_files = list(extra_train_files)
         self.synthetic = dict(synthetic or {})
         self.fold, self.n_folds, self.fold_seed = fold, n_folds, fold_seed
         self.n_classes = n_classes
@@ -133,6 +140,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_tokens, self.bucket_batches = max_tokens, bucket_batches
         self.num_workers, self.cache_dir, self.seed = num_workers, Path(cache_dir), seed
+        self.layout = layout
         self.normalizer: FeatureNormalizer | None = None
         self._resume: dict[str, int] | None = None
         self._train_sampler: LengthBatchSampler | None = None
@@ -142,20 +150,37 @@ class PreferenceDataModule(L.LightningDataModule):
     # -- tables -----------------------------------------------------------------------------
 
     def read_table(self) -> pd.DataFrame:
-        """All training rows (files or synthetic) with folds assigned."""
+        """All training rows (files or synthetic) with folds assigned; rows of
+        ``extra_train_files`` come last with fold -1 (never validated)."""
+        self.report.pop("read", None)
         if self.train_files:
-            df, reports = read_many(self.train_files, **self.read_kw)
-            self.report["read"] = [asdict(r) for r in reports]
+            df, reports = read_many([*self.train_files, *self.extra_train_files], **self.read_kw)
+            n_folded = sum(r.rows_kept for r in reports[: len(self.train_files)])
+            self._record_reads(reports[: len(self.train_files)], "train")
+            self._record_reads(reports[len(self.train_files) :], "extra_train")
         else:
+            if self.extra_train_files:
+                raise ValueError("data.extra_train_files needs data.train_files to validate on")
             df = make_synthetic(**self.synthetic)
+            n_folded = len(df)
         df = df.reset_index(drop=True)
-        df["fold"] = folds_for(df, self.n_folds, self.fold_seed, self.cache_dir / "folds")
+        folds = folds_for(df.iloc[:n_folded], self.n_folds, self.fold_seed, self.cache_dir / "folds")
+        df["fold"] = np.concatenate([folds, np.full(len(df) - n_folded, -1, dtype=np.int64)])
         return df
+
+    def _record_reads(self, reports: list[ReadReport], role: str) -> None:
+        """Per-file counts of what the readers repaired, dropped and deduplicated (``read``)
+        and their sums (``read_total``); the run's ``summary.json`` carries both."""
+        read = [*self.report.get("read", []), *({"role": role, **asdict(r)} for r in reports)]
+        self.report.update(read=read, read_total=report_totals(read))
 
     def split(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         """(train, val) rows for ``self.fold``."""
         if self.fold is None:
-            val = read_many(self.val_files, **self.read_kw)[0] if self.val_files else None
+            if not self.val_files:
+                return df, None
+            val, reports = read_many(self.val_files, **self.read_kw)
+            self._record_reads(reports, "val")
             return df, val
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"data.fold={self.fold} outside 0..{self.n_folds - 1}")
@@ -180,7 +205,9 @@ class PreferenceDataModule(L.LightningDataModule):
             feats = self.normalizer.transform(raw)
         arrays = table_arrays(df, self.n_classes or n_classes_of(df), feats, teachers)
         tokens = cached_tokenize(df, self.tokenizer, self.cache_dir)
-        return PairDataset(tokens, arrays, self.formatter(), view, swap_features=swap_features)
+        return PairDataset(
+            tokens, arrays, self.formatter(), view, swap_features=swap_features, layout=self.layout
+        )
 
     # -- Lightning hooks ---------------------------------------------------------------------
 

@@ -11,6 +11,13 @@ Views (``view``):
 
 Swapping flips everything that refers to a side: the label, the soft target, every teacher's
 probability vector and the engineered features.
+
+Layouts (``layout``):
+    ``joint``    one sequence per pair: prompt, A and B (a cross-encoder).
+    ``siamese``  two sequences per pair, ``input_ids`` (prompt + first side) and
+                 ``input_ids_second`` (prompt + second side), each formatted with the B slot
+                 left empty; swapping exchanges them (``pair`` view: ``input_ids_swapped`` and
+                 ``input_ids_second_swapped``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from arena.data.swap import swap_label, swap_probs
 from arena.data.tokenize import TokenizedPairs
 
 View = Literal["plain", "both", "pair"]
+Layout = Literal["joint", "siamese"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class PairDataset(torch.utils.data.Dataset):
         formatter: template + budget.
         view: one of the views above.
         swap_features: maps a (F,) feature vector to that of the swapped pair.
+        layout: one of the layouts above.
     """
 
     def __init__(
@@ -64,13 +73,16 @@ class PairDataset(torch.utils.data.Dataset):
         formatter: Formatter,
         view: View = "plain",
         swap_features: Callable[[np.ndarray], np.ndarray] | None = None,
+        layout: Layout = "joint",
     ):
         if len(arrays.labels) != len(tokens):
             raise ValueError(f"{len(arrays.labels)} label rows for {len(tokens)} tokenized rows")
         if arrays.features is not None and view != "plain" and swap_features is None:
             raise ValueError("features with swapped views need swap_features")
+        if layout not in ("joint", "siamese"):
+            raise ValueError(f"layout {layout!r}; expected 'joint' or 'siamese'")
         self.tokens, self.arrays, self.formatter = tokens, arrays, formatter
-        self.view, self.swap_features = view, swap_features
+        self.view, self.swap_features, self.layout = view, swap_features, layout
 
     @property
     def n_rows(self) -> int:
@@ -80,13 +92,30 @@ class PairDataset(torch.utils.data.Dataset):
         return 2 * self.n_rows if self.view == "both" else self.n_rows
 
     def row_lengths(self) -> np.ndarray:
-        """(n_rows,) formatted length of every row (the same in both orders)."""
-        return np.array([self.formatter.length(*self.tokens.fields(i)) for i in range(self.n_rows)])
+        """(n_rows,) formatted length of every row (the same in both orders); for ``siamese``
+        twice the longer side, the tokens a row takes once padded."""
+        if self.layout == "joint":
+            fields = (self.tokens.fields(i) for i in range(self.n_rows))
+            return np.array([self.formatter.length(*f) for f in fields])
+        sides = [self._sides(i) for i in range(self.n_rows)]
+        return np.array([2 * max(len(a), len(b)) for a, b in sides])
+
+    def _sides(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt + A, prompt + B) token ids of a row, each with the B slot left empty."""
+        prompt, a, b = self.tokens.fields(row)
+        return self.formatter(prompt, a, []), self.formatter(prompt, b, [])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row, swapped = index % self.n_rows, index >= self.n_rows
-        prompt, a, b = self.tokens.fields(row)
         item = self._side_arrays(row, swapped)
+        if self.layout == "siamese":
+            side_a, side_b = self._sides(row)
+            first, second = (side_b, side_a) if swapped else (side_a, side_b)
+            item["input_ids"], item["input_ids_second"] = first, second
+            if self.view == "pair":
+                item["input_ids_swapped"], item["input_ids_second_swapped"] = side_b, side_a
+            return item
+        prompt, a, b = self.tokens.fields(row)
         item["input_ids"] = self.formatter(prompt, a, b, swap=swapped)
         if self.view == "pair":
             item["input_ids_swapped"] = self.formatter(prompt, a, b, swap=True)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from arena.inference.predictor import Predictor
+from arena.inference.predictor import Encoded, Predictor
 
 TTAMode = Literal["none", "full", "uncertain"]
 Uncertainty = Literal["margin", "max_prob"]
@@ -162,27 +162,37 @@ class Ensemble:
         """Score every row of ``df`` (plain pass, then swap TTA on the chosen rows)."""
         tta = tta or TTA()
         start = time.perf_counter()
-        rows = np.arange(len(df), dtype=np.int64)
-        encoded, plain_parts = [], []
-        row_cost = np.zeros(len(df))  # (n,) seconds a swapped pass over each row should take
-        for member in self.members:
-            encoded.append(member.encode(df))
-            began = time.perf_counter()  # the swapped pass re-uses the tokens: time the model only
-            plain_parts.append(member.log_probs(encoded[-1], rows))
-            lengths = encoded[-1].lengths.astype(np.float64)
-            row_cost += (time.perf_counter() - began) * lengths / max(lengths.sum(), 1.0)
-        plain = combine(plain_parts, self.weights, self.how)
+        encoded, plain, row_cost = self.score_plain(df)
         plain_seconds = time.perf_counter() - start
         left = (tta.time_budget_s or 0.0) - plain_seconds
-        chosen = self._broadcast(select_rows(plain, tta, row_cost, left))
+        chosen = self.broadcast(select_rows(plain, tta, row_cost, left))
         probs = plain.copy()
         if len(chosen):
-            pairs = zip(self.members, encoded, strict=True)
-            swapped = [m.log_probs(e, chosen, swapped=True) for m, e in pairs]
-            probs[chosen] = (plain[chosen] + combine(swapped, self.weights, self.how)) / 2
+            probs[chosen] = (plain[chosen] + self.score_swapped(encoded, chosen)) / 2
         return Prediction(probs, plain, chosen, time.perf_counter() - start, plain_seconds)
 
-    def _broadcast(self, rows: np.ndarray) -> np.ndarray:
+    def score_plain(self, df: pd.DataFrame) -> tuple[list[Encoded], np.ndarray, np.ndarray]:
+        """Every member's encoding of ``df``, the combined (n, C) probabilities of the rows as
+        given, and the (n,) seconds a swapped pass over each row should take (each member's
+        model time spread over its rows by formatted length; tokens are re-used then)."""
+        rows = np.arange(len(df), dtype=np.int64)
+        encoded, parts = [], []
+        row_cost = np.zeros(len(df))
+        for member in self.members:
+            encoded.append(member.encode(df))
+            began = time.perf_counter()
+            parts.append(member.log_probs(encoded[-1], rows))
+            lengths = encoded[-1].lengths.astype(np.float64)
+            row_cost += (time.perf_counter() - began) * lengths / max(lengths.sum(), 1.0)
+        return encoded, combine(parts, self.weights, self.how), row_cost
+
+    def score_swapped(self, encoded: Sequence[Encoded], rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C) combined probabilities of ``rows`` scored A/B-swapped, swapped back."""
+        pairs = zip(self.members, encoded, strict=True)
+        swapped = [m.log_probs(e, rows, swapped=True) for m, e in pairs]
+        return combine(swapped, self.weights, self.how)
+
+    def broadcast(self, rows: np.ndarray) -> np.ndarray:
         """Rank 0's choice on every rank (timings, hence time-budget choices, differ by rank)."""
         if self.members[0].world == 1:
             return rows

@@ -19,20 +19,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from arena.data.batching import Collator, dist_info, sorted_batches
-from arena.data.dataset import PairArrays, PairDataset
+from arena.data.dataset import Layout, PairArrays, PairDataset
 from arena.data.features import FeatureNormalizer, compute_features, swap_features
 from arena.data.format import Budget, Formatter, Template
 from arena.data.swap import swap_probs
 from arena.data.tokenize import cached_tokenize
-from arena.models.checkpoint import load_checkpoint
-from arena.models.preference import PreferenceModel
+
+if TYPE_CHECKING:  # the model stack loads only where checkpoints do (streamed workers start fast)
+    from arena.models.preference import PreferenceModel
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Predictor:
         batch_size: most rows per batch; max_tokens: padded-token cap per batch or None.
         cache_dir: token cache (None tokenizes every time).
         rank, world: data-parallel share; None reads ``torch.distributed``.
+        layout: ``siamese`` for a siamese model (two sequences per pair), else ``joint``.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Predictor:
         cache_dir: Path | None = None,
         rank: int | None = None,
         world: int | None = None,
+        layout: Layout = "joint",
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -97,7 +100,7 @@ class Predictor:
         )
         self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
         self.autocast, self.batch_size, self.max_tokens = autocast, batch_size, max_tokens
-        self.cache_dir = cache_dir
+        self.cache_dir, self.layout = cache_dir, layout
         dist_rank, dist_world = dist_info()
         self.rank = dist_rank if rank is None else rank
         self.world = dist_world if world is None else world
@@ -115,6 +118,7 @@ class Predictor:
             raise KeyError("the model takes features but its config has no feature_normalizer")
         template = Template(**_section(config, "template"))
         n_classes = int(config["model"]["n_classes"])  # what the head outputs
+        layout = config["model"].get("architecture", "joint")  # how the model reads a pair
         return cls(
             model,
             tokenizer,
@@ -122,12 +126,15 @@ class Predictor:
             Budget(**budget),
             n_classes=n_classes,
             normalizer=normalizer,
+            layout=layout,
             **kw,
         )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, cache_dir: Path, **kw: Any) -> Predictor:
         """Load a checkpoint dir (or a run dir holding ``checkpoints/final``)."""
+        from arena.models.checkpoint import load_checkpoint
+
         model, tokenizer, config = load_checkpoint(Path(path), cache_dir=cache_dir)
         return cls.from_loaded(model, tokenizer, config, cache_dir=cache_dir, **kw)
 
@@ -143,7 +150,9 @@ class Predictor:
             features=feats,
         )
         tokens = cached_tokenize(df, self.tokenizer, self.cache_dir)
-        data = PairDataset(tokens, arrays, self.formatter, "both", swap_features=swap_features)
+        data = PairDataset(
+            tokens, arrays, self.formatter, "both", swap_features=swap_features, layout=self.layout
+        )
         return Encoded(data, data.row_lengths())
 
     def local_logits(

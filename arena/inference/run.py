@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,8 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from arena.data.readers import read_pairs
 from arena.inference.ensemble import TTA, Ensemble
 from arena.inference.predictor import Predictor
-from arena.inference.submission import detect_layout, evaluate, write_outputs
-from arena.models.quant import torch_dtype
+from arena.inference.stream import predict_file, predict_to_files
+from arena.inference.submission import SUMMARY_FILE, detect_layout, evaluate, write_outputs
+from arena.io import write_json
+from arena.models.checkpoint import load_checkpoint
+from arena.models.quant import Quantization, quantization_from_bits, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -54,54 +58,81 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
 
 
-def load_ensemble(cfg: DictConfig, device: torch.device) -> Ensemble:
-    """The checkpoints of ``cfg.ckpt`` (one or a list) with ``cfg.weights`` and ``cfg.combine``."""
+def load_ensemble(
+    cfg: DictConfig, device: torch.device, quantization: Quantization | None = None
+) -> Ensemble:
+    """The checkpoints of ``cfg.ckpt`` (one or a list) with ``cfg.weights`` and ``cfg.combine``,
+    their backbones loaded in ``quantization`` (default ``cfg.quantize``; None: as saved)."""
     autocast = torch_dtype(cfg.autocast) if cfg.autocast else None
-    members = [
-        Predictor.from_checkpoint(
-            path,
-            cache_dir=Path(cfg.paths.cache_dir),
-            device=device,
-            autocast=autocast,
-            batch_size=cfg.batch_size,
-            max_tokens=cfg.max_tokens,
+    quantization = quantization or quantization_from_bits(cfg.get("quantize"))
+    kbit = quantization not in (None, "none") and device.type == "cuda"
+    cache = Path(cfg.paths.cache_dir)
+    members = []
+    for path in _as_list(cfg.ckpt):
+        loaded = load_checkpoint(
+            Path(path),
+            cache_dir=cache,
+            quantization=quantization,
+            device_map={"": str(device)} if kbit else None,  # k-bit weights load in place
         )
-        for path in _as_list(cfg.ckpt)
-    ]
+        members.append(
+            Predictor.from_loaded(
+                *loaded,
+                cache_dir=cache,
+                device=device,
+                autocast=autocast,
+                batch_size=cfg.batch_size,
+                max_tokens=cfg.max_tokens,
+            )
+        )
     weights = None if cfg.weights is None else [float(w) for w in _as_list(cfg.weights)]
     return Ensemble(members, weights, cfg.combine)
 
 
-def read_test(cfg: DictConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The pair table of ``cfg.data.test_file`` and its read report."""
+def read_options(cfg: DictConfig) -> dict[str, Any]:
+    """Checked keyword arguments of ``read_pairs``/``iter_pairs`` for ``cfg.data.test_file``."""
     data = cfg.data
     if not Path(data.test_file).is_file():
         raise FileNotFoundError(f"data.test_file={data.test_file} is not a file")
     if data.empty == "drop":
         raise ValueError("a submission needs every row: data.empty=drop is not allowed here")
     columns = OmegaConf.to_container(data.columns) if data.columns else None
-    table, report = read_pairs(
-        data.test_file,
-        format=data.format,
-        columns=columns,  # type: ignore[arg-type]
-        surrogates=data.surrogates,
-        empty=data.empty,
-    )
+    return {
+        "format": data.format,
+        "columns": columns,
+        "surrogates": data.surrogates,
+        "empty": data.empty,
+    }
+
+
+def read_test(cfg: DictConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The pair table of ``cfg.data.test_file`` and its read report."""
+    table, report = read_pairs(cfg.data.test_file, **read_options(cfg))
     return table, asdict(report)
 
 
 def predict_run(cfg: DictConfig) -> dict[str, Any]:
     """Predict ``cfg.data.test_file``, write the outputs (rank 0) and return the summary."""
     tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
-    table, report = read_test(cfg)
+    read = read_options(cfg)  # bad options fail before loading; chunk_rows streams the file
+    table, report = (None, {}) if cfg.get("chunk_rows") else read_test(cfg)
     layout = detect_layout(cfg.data.test_file) if cfg.submission == "auto" else cfg.submission
     device = resolve_device(cfg.device)
     _init_distributed(device)
     began = time.perf_counter()
     ensemble = load_ensemble(cfg, device)
     load_seconds = time.perf_counter() - began
-    result = ensemble.predict(table, tta)
-    n = len(table)
+    out_dir, rank0 = Path(cfg.paths.output_dir), ensemble.members[0].rank == 0
+    if table is None:  # streamed: probs.parquet and submission.csv are written on the way
+        streamed = predict_to_files(
+            ensemble, cfg.data.test_file, tta, out_dir if rank0 else None,
+            layout=layout, chunk_rows=cfg.chunk_rows, read=read,
+        )  # fmt: skip
+        result, labels, report = streamed.prediction, streamed.labels, asdict(streamed.report)
+    else:
+        result, labels = ensemble.predict(table, tta), table["label"].to_numpy()
+    quantized = _versus_reference(cfg, device, tta, table, read, result.probs, labels)
+    n = len(labels)
     summary: dict[str, Any] = {
         "n_rows": n,
         "rows_per_second": n / result.seconds if result.seconds > 0 else None,
@@ -118,12 +149,15 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
         "device": str(device),
         "world_size": ensemble.members[0].world,
         "read": report,
-        **evaluate(result.probs, table["label"].to_numpy()),
+        **evaluate(result.probs, labels),
     }
-    if ensemble.members[0].rank == 0:
-        write_outputs(
-            Path(cfg.paths.output_dir), table["id"].to_numpy(), result.probs, layout, summary
-        )
+    if quantized is not None:
+        summary["quantized"] = quantized
+    if rank0 and table is not None:
+        write_outputs(out_dir, table["id"].to_numpy(), result.probs, layout, summary)
+    elif rank0:  # streamed: only the summary is left to write
+        write_json(out_dir / SUMMARY_FILE, summary)
+    if rank0:
         log.info(
             "predicted %d rows at %.1f rows/s into %s",
             n,
@@ -131,3 +165,48 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
             cfg.paths.output_dir,
         )
     return summary
+
+
+def _versus_reference(
+    cfg: DictConfig,
+    device: torch.device,
+    tta: TTA,
+    table: pd.DataFrame | None,
+    read: dict[str, Any],
+    probs: np.ndarray,
+    labels: np.ndarray,
+) -> dict[str, Any] | None:
+    """With ``quantize=8|4 quantize_reference=true``: the same rows scored in full precision
+    (streamed again when ``table`` is None, nothing written) and :func:`quantized_block`."""
+    bits = quantization_from_bits(cfg.get("quantize"))
+    if not cfg.get("quantize_reference") or bits in (None, "none"):
+        return None
+    reference = load_ensemble(cfg, device, "none")
+    if table is not None:
+        ref = reference.predict(table, tta).probs
+    else:
+        path, rows = cfg.data.test_file, cfg.chunk_rows
+        ref = predict_file(reference, path, tta, chunk_rows=rows, read=read).prediction.probs
+    return quantized_block(int(cfg.quantize), probs, ref, labels)
+
+
+def quantized_block(
+    bits: int, probs: np.ndarray, reference: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """Quantized (n, C) probabilities against full-precision ones on the same (n,) labels.
+
+    Returns:
+        ``bits``, ``max_abs_prob_diff`` and, for labelled rows, ``acc``, ``log_loss``,
+        ``reference_acc``, ``reference_log_loss``, ``delta_acc``, ``delta_log_loss``
+        (quantized minus reference).
+    """
+    ours, ref = evaluate(probs, labels), evaluate(reference, labels)
+    block: dict[str, Any] = {
+        "bits": int(bits),
+        "max_abs_prob_diff": float(np.abs(probs - reference).max()) if len(probs) else 0.0,
+    }
+    for key in ("acc", "log_loss"):
+        if key in ours:
+            block |= {key: ours[key], f"reference_{key}": ref[key]}
+            block[f"delta_{key}"] = ours[key] - ref[key]
+    return block

@@ -6,12 +6,15 @@ model = build_preference_model(spec, n_classes=2, lora={"r": 16, "alpha": 32, "d
                                quantization="4bit", cache_dir=cache_dir)
 logits = model(input_ids, attention_mask)  # (B, T), (B, T) -> (B, 2) fp32
 save_checkpoint(model, tokenizer, resolved_config, ckpt_dir)
+merged, tokenizer, config = merge_checkpoints([fold0_dir, fold1_dir], method="delta", cache_dir=c)
+save_merged(merged, tokenizer, config, out_dir)  # load_checkpoint(out_dir, quantization="8bit")
 """
 
 from arena.models.backbone import BackboneSpec, arch_config, build_backbone, layer_classes
 from arena.models.checkpoint import load_checkpoint, save_checkpoint
 from arena.models.heads import HEAD_KINDS, ClassifierHead, make_head
 from arena.models.lora import apply_lora
+from arena.models.merge import merge_checkpoints, quantized_copy, save_merged
 from arena.models.pooling import POOLING_MODES, pool, positions_from_mask
 from arena.models.preference import (
     PreferenceModel,
@@ -19,7 +22,12 @@ from arena.models.preference import (
     load_trainable_state_dict,
     trainable_state_dict,
 )
-from arena.models.quant import disable_cpu_weight_repack, quantization_config, torch_dtype
+from arena.models.quant import (
+    disable_cpu_weight_repack,
+    quantization_config,
+    quantization_from_bits,
+    torch_dtype,
+)
 from arena.models.tiny import TINY_ARCH
 from arena.models.tokenizer import load_tokenizer
 
@@ -40,10 +48,14 @@ __all__ = [
     "load_tokenizer",
     "load_trainable_state_dict",
     "make_head",
+    "merge_checkpoints",
     "pool",
     "positions_from_mask",
     "quantization_config",
+    "quantization_from_bits",
+    "quantized_copy",
     "save_checkpoint",
+    "save_merged",
     "torch_dtype",
     "trainable_state_dict",
 ]

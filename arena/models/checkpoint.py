@@ -9,6 +9,10 @@ A checkpoint directory holds::
                                         n_features, pooling, lora, quantization, quant_storage,
                                         mlp_hidden, head_dropout
     tokenizer/              tokenizer files (padding side and pad token included)
+    backbone/               merged models only (arena.models.merge): the whole backbone
+                              (save_pretrained, safetensors); backbone.path is then "backbone",
+                              a path relative to the checkpoint dir, and a top-level ``merge``
+                              section marks the checkpoint
 
 Saving is atomic (write a sibling temp dir, then rename it into place); loading never unpickles.
 
@@ -39,6 +43,7 @@ from arena.models.preference import (
     load_trainable_state_dict,
     trainable_state_dict,
 )
+from arena.models.quant import Quantization
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -51,6 +56,7 @@ def save_checkpoint(
     config: Mapping[str, Any],
     directory: Path,
     weights: Mapping[str, torch.Tensor] | None = None,
+    backbone_dir: str | None = None,
 ) -> Path:
     """Write trainable weights, config and tokenizer; replaces ``directory`` atomically.
 
@@ -61,6 +67,8 @@ def save_checkpoint(
         directory: Target directory; an existing one is replaced.
         weights: The trainable weights when they are not the model's own local tensors (e.g.
             gathered from FSDP shards); defaults to :func:`trainable_state_dict` of ``model``.
+        backbone_dir: Also save the whole backbone (``save_pretrained``: safetensors, quantized
+            bitsandbytes weights included) into this subdirectory (merged models).
 
     Returns:
         ``directory``.
@@ -76,6 +84,8 @@ def save_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        if backbone_dir is not None:
+            model.backbone.save_pretrained(str(tmp / backbone_dir))
         _replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +94,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, *, cache_dir: Path
+    directory: Path,
+    *,
+    cache_dir: Path,
+    quantization: Quantization | None = None,
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[PreferenceModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Rebuild the model from the saved config and load its trained weights (eval mode).
 
@@ -92,9 +106,13 @@ def load_checkpoint(
         directory: A directory written by :func:`save_checkpoint`, or a run dir holding one in
             ``checkpoints/final``.
         cache_dir: Cache for twin tokenizers / weights.
+        quantization: Inference-time override of ``model.quantization`` (``"none"``, ``"8bit"``,
+            ``"4bit"``); None keeps the saved one.
+        device_map: ``from_pretrained`` placement (e.g. ``{"": "cuda:0"}`` for k-bit weights).
 
     Returns:
-        ``(model, tokenizer, config)``.
+        ``(model, tokenizer, config)``; a relative ``backbone.path`` is taken relative to the
+        checkpoint dir when it exists there.
 
     Raises:
         FileNotFoundError: Not a checkpoint directory.
@@ -104,12 +122,33 @@ def load_checkpoint(
     if not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
     config = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    spec = BackboneSpec.from_dict(config["backbone"])
-    model = build_preference_model(spec, cache_dir=cache_dir, **_model_kwargs(config["model"]))
+    spec = BackboneSpec.from_dict(_local_path(config["backbone"], directory))
+    kwargs = _model_kwargs(config["model"])
+    if quantization is not None:
+        kwargs["quantization"] = quantization
+    if "merge" in config:  # merged folds: the backbone in backbone.path, the head in the file
+        from arena.models.merge import build_merged_model  # merge builds on this module
+
+        model = build_merged_model(spec, cache_dir=cache_dir, device_map=device_map, **kwargs)
+    else:
+        if kwargs.get("quantization", "none") != "none" and kwargs.get("lora") is None:
+            raise ValueError(
+                f"{directory} holds a full fine-tune: quantized loading needs its backbone saved "
+                f"whole; run python -m arena.merge ckpts=[{directory}] first and load that"
+            )
+        model = build_preference_model(spec, cache_dir=cache_dir, device_map=device_map, **kwargs)
     load_trainable_state_dict(model, load_file(str(directory / WEIGHTS_FILE)))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR), local_files_only=True)
     return model, tokenizer, config
+
+
+def _local_path(backbone: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``backbone`` with a relative ``path`` that exists under ``directory`` made absolute."""
+    path = backbone.get("path")
+    if path and not Path(path).is_absolute() and (directory / path).is_dir():
+        return {**backbone, "path": str(directory / path)}
+    return backbone
 
 
 def _model_kwargs(section: Mapping[str, Any]) -> dict[str, Any]:

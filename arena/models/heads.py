@@ -4,6 +4,9 @@
     logits = head(pooled, features)  # (B, 3584), (B, 12) -> (B, 2)
 
 ``features`` must already be normalised (the data pipeline owns their statistics).
+
+    pair_head = make_pair_head(hidden=384, n_classes=3)  # Siamese: compares two pooled sides
+    logits = pair_head(first, second)  # (B, 384), (B, 384) -> (B, 3)
 """
 
 from __future__ import annotations
@@ -106,3 +109,76 @@ def make_head(
             nn.Linear(mlp_hidden, n_classes),
         )
     return ClassifierHead(kind, net, n_features).float()
+
+
+class PairComparisonHead(nn.Module):
+    """Compares two pooled sides of a pair (Siamese): ``[u, v, u - v, u * v]`` -> MLP.
+
+    The MLP gives an A-score (and a tie score with 3 classes) for the ordered pair ``(u, v)``
+    and for ``(v, u)``. The A/B logits are ``(s(u, v) - s(v, u)) / 2`` and its negative, the tie
+    logit the mean of both orders' tie scores; exchanging u and v therefore swaps the A and B
+    logits exactly and keeps the tie logit.
+
+    Attributes:
+        n_classes: 2 or 3.
+        net: MLP over the (B, 4H) comparison features, outputs (B, n_classes - 1).
+    """
+
+    def __init__(self, net: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.net = net
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Compute logits.
+
+        Args:
+            first: (B, H) pooled prompt + A (or the pair's first side).
+            second: (B, H) pooled prompt + B.
+
+        Returns:
+            (B, C) logits of (A wins, B wins[, tie]).
+
+        Raises:
+            ValueError: The two sides' shapes differ.
+        """
+        if first.shape != second.shape:
+            raise ValueError(f"sides differ: {tuple(first.shape)} vs {tuple(second.shape)}")
+        both_orders = torch.cat([first, second]), torch.cat([second, first])  # (2B, H) each
+        u, v = both_orders
+        scores = self.net(torch.cat([u, v, u - v, u * v], dim=-1))  # (2B, C - 1)
+        forward, backward = scores.chunk(2)
+        a = (forward[:, :1] - backward[:, :1]) / 2  # (B, 1)
+        logits = [a, -a]
+        if self.n_classes == 3:
+            logits.append((forward[:, 1:] + backward[:, 1:]) / 2)
+        return torch.cat(logits, dim=-1)
+
+
+def make_pair_head(
+    hidden: int, n_classes: int, mlp_hidden: int = 256, dropout: float = 0.1
+) -> PairComparisonHead:
+    """Build a Siamese comparison head ``(first (B, H), second (B, H)) -> (B, C)``.
+
+    Args:
+        hidden: Backbone hidden size H.
+        n_classes: 2 or 3.
+        mlp_hidden: Width of the MLP's hidden layer.
+        dropout: Dropout before each linear layer.
+
+    Returns:
+        The head, in float32.
+
+    Raises:
+        ValueError: ``n_classes`` not 2 or 3.
+    """
+    if n_classes not in (2, 3):
+        raise ValueError(f"a pair head needs n_classes 2 or 3, got {n_classes}")
+    net = nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(4 * hidden, mlp_hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(mlp_hidden, n_classes - 1),
+    )
+    return PairComparisonHead(net, n_classes).float()

@@ -5,6 +5,9 @@ model = build_preference_model(spec, n_classes=3, head="fusion", n_features=8,
                                quantization="4bit", cache_dir=Path(".cache"))
 logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) -> (B, 3) fp32
 weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
+
+architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
+(``input_ids`` (2N, T): first sides, then second sides) and a comparison head scores them.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from peft import PeftModel
@@ -20,12 +23,13 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from arena.models.backbone import BackboneSpec, build_backbone
-from arena.models.heads import HeadKind, make_head
+from arena.models.heads import HeadKind, make_head, make_pair_head
 from arena.models.lora import apply_lora
 from arena.models.pooling import PoolingMode, pool, positions_from_mask
 from arena.models.quant import Quantization
 
 _LORA_KEYS = {"r", "alpha", "dropout", "targets"}
+Architecture = Literal["joint", "siamese"]
 
 
 class PreferenceModel(nn.Module):
@@ -69,16 +73,70 @@ class PreferenceModel(nn.Module):
         Returns:
             (B, C) float32 logits. The head runs with autocast off, in fp32 (as built).
         """
+        pooled = self.encode(input_ids, attention_mask)  # (B, H)
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            feats = None if features is None else features.to(pooled.dtype)
+            return self.head(pooled, feats).float()
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the backbone and pool.
+
+        Args:
+            input_ids: (B, T) token ids, padded on either side.
+            attention_mask: (B, T) 1 for real tokens.
+
+        Returns:
+            (B, H) pooled states in the head's dtype (fp32 as built, unless a "-true"
+            precision plugin converted it).
+        """
         extra: dict[str, Any] = {}
         if self.is_decoder:
             extra = {"position_ids": positions_from_mask(attention_mask), "use_cache": False}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        # the head's own dtype: fp32 as built, unless a "-true" precision plugin converted it
         dtype = next(self.head.parameters()).dtype
-        pooled = pool(out.last_hidden_state, attention_mask, self.pooling).to(dtype)  # (B, H)
+        return pool(out.last_hidden_state, attention_mask, self.pooling).to(dtype)
+
+
+class SiamesePreferenceModel(PreferenceModel):
+    """One shared encoder reads prompt + A and prompt + B as two sequences; a
+    :class:`arena.models.heads.PairComparisonHead` compares the two pooled vectors.
+
+    Its batches (see :class:`arena.data.batching.Collator` with the ``siamese`` layout) hold
+    ``2N`` sequences: the first side of N pairs, then their second side. Its A/B logits are
+    antisymmetric under exchanging the sides, so the swapped pair gets exactly the swapped
+    prediction (in eval mode).
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Score N pairs.
+
+        Args:
+            input_ids: (2N, T) token ids: rows ``i`` and ``N + i`` are the two sides of pair i.
+            attention_mask: (2N, T) 1 for real tokens.
+            features: None or an empty (N, 0) tensor (engineered features are not supported).
+
+        Returns:
+            (N, C) float32 logits.
+
+        Raises:
+            ValueError: An odd number of sequences, or features.
+        """
+        if input_ids.shape[0] % 2:
+            raise ValueError(
+                f"a siamese batch holds two sequences per pair, got {input_ids.shape[0]} rows; "
+                "the data needs data.layout=siamese"
+            )
+        if features is not None and features.shape[-1] != 0:
+            raise ValueError("the siamese architecture takes no engineered features")
+        pooled = self.encode(input_ids, attention_mask)  # (2N, H)
+        first, second = pooled.chunk(2)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            feats = None if features is None else features.to(dtype)
-            return self.head(pooled, feats).float()
+            return self.head(first, second).float()
 
 
 def build_preference_model(
@@ -96,6 +154,7 @@ def build_preference_model(
     mlp_hidden: int = 256,
     head_dropout: float = 0.1,
     device_map: str | dict[str, Any] | None = None,
+    architecture: Architecture = "joint",
 ) -> PreferenceModel:
     """Build backbone, adapters and head (the keyword names are the ``config["model"]`` keys).
 
@@ -115,13 +174,21 @@ def build_preference_model(
         head_dropout: Dropout in the head.
         device_map: ``from_pretrained`` placement (e.g. ``{"": local_rank}`` to quantize straight
             onto a GPU); a runtime choice, not part of ``config["model"]``.
+        architecture: ``"joint"`` (a cross-encoder reads prompt, A and B in one sequence) or
+            ``"siamese"`` (:class:`SiamesePreferenceModel`; ``head`` must not be ``"fusion"``:
+            its comparison head replaces it).
 
     Returns:
         The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
 
     Raises:
-        ValueError: Quantization without LoRA, or unknown LoRA keys.
+        ValueError: Quantization without LoRA, unknown LoRA keys or architecture, or a
+            siamese model with features.
     """
+    if architecture not in ("joint", "siamese"):
+        raise ValueError(f"architecture {architecture!r}; expected 'joint' or 'siamese'")
+    if architecture == "siamese" and (head == "fusion" or n_features):
+        raise ValueError("architecture=siamese takes no engineered features (head=fusion)")
     if quantization != "none" and lora is None:
         raise ValueError(f"quantization={quantization!r} weights cannot be trained: set model.lora")
     if lora is not None and set(lora) - _LORA_KEYS:
@@ -139,11 +206,14 @@ def build_preference_model(
         # a meta plan is never quantized (see build_backbone), so nothing to prepare for k-bit
         quantized = quantization != "none" and not meta
         adapted = _adapt(backbone, spec, lora, quantized=quantized)
-        head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
+        head_module: nn.Module
+        if architecture == "siamese":
+            head_module = make_pair_head(hidden, n_classes, mlp_hidden, head_dropout)
+        else:
+            head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
     default_pooling: PoolingMode = "last" if spec.kind == "decoder" else "mean"
-    return PreferenceModel(
-        adapted, head_module, pooling or default_pooling, is_decoder=spec.kind == "decoder"
-    )
+    kind = SiamesePreferenceModel if architecture == "siamese" else PreferenceModel
+    return kind(adapted, head_module, pooling or default_pooling, is_decoder=spec.kind == "decoder")
 
 
 def _adapt(
