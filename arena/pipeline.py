@@ -29,6 +29,7 @@ from arena.io import write_json
 from arena.stages import (
     Runner,
     copy_atomic,
+    hydra_value,
     per_fold,
     pooled,
     read_summary,
@@ -67,17 +68,19 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         for name in recipe.teachers
     }
     students = train_folds(run, recipe.student, recipe.n_folds, train_file, paths, extra)
-    common = [f"data.test_file='{test_file}'", f"paths.cache_dir='{paths['cache_dir']}'"]
+    common = [f"data.test_file={hydra_value(test_file)}",
+              f"paths.cache_dir={hydra_value(paths['cache_dir'])}"]  # fmt: skip
     merged, predicted = out / "merged", out / "predict"
     if not (merged / "summary.json").exists():
-        ckpts = ",".join(f"'{r}'" for r in students)
-        run("merge", ["arena.merge", f"ckpts=[{ckpts}]", f"output_dir='{merged}'",
+        ckpts = ",".join(hydra_value(r) for r in students)
+        run("merge", ["arena.merge", f"ckpts=[{ckpts}]", f"output_dir={hydra_value(merged)}",
                       f"method={recipe.merge_method}", f"export_bits={recipe.quantize_bits}",
                       *common])  # fmt: skip
     merge_report = read_summary(merged)
     if not (predicted / "summary.json").exists():
         quantized = merge_report["export"]["checkpoint"]
-        run("predict", ["arena.predict", f"ckpt='{quantized}'", f"output_dir='{predicted}'",
+        run("predict", ["arena.predict", f"ckpt={hydra_value(quantized)}",
+                        f"output_dir={hydra_value(predicted)}",
                         f"tta={recipe.tta}", *common])  # fmt: skip
     predict_report = read_summary(predicted)
     summary = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -80,6 +81,12 @@ def synthetic_files(out: Path, n_train: int, n_test: int, seed: int, noise: floa
     return train, test
 
 
+def hydra_value(value: object) -> str:
+    """``value`` as a Hydra override value: quoted only when it has characters Hydra would parse."""
+    text = str(value)
+    return text if re.fullmatch(r"[\w./:+-]+", text) else "'" + text.replace("'", "\\'") + "'"
+
+
 def sweep_dir(log_dir: Path, experiment: str) -> Path:
     """Where the fold runs of ``experiment`` go: the ``multirun_*`` glob of distillation
     experiments (``${paths.log_dir}/train/<teacher>/multirun_*/*/oof.parquet``) finds them."""
@@ -100,10 +107,10 @@ def train_folds(
             f"train_{experiment}",
             [
                 "arena.train", "-m", f"experiment={experiment}",
-                f"data.train_files=['{train_file}']", f"data.n_folds={n_folds}",
+                f"data.train_files=[{hydra_value(train_file)}]", f"data.n_folds={n_folds}",
                 f"data.fold={','.join(missing)}", "ckpt_path=last",
-                *(f"paths.{k}='{v}'" for k, v in paths.items()),
-                f"hydra.sweep.dir='{sweep}'", "hydra.sweep.subdir=fold${data.fold}",
+                *(f"paths.{k}={hydra_value(v)}" for k, v in paths.items()),
+                f"hydra.sweep.dir={hydra_value(sweep)}", "hydra.sweep.subdir=fold${data.fold}",
                 *extra,
             ],
         )  # fmt: skip
