@@ -30,10 +30,10 @@ test-all: $(STAMP) ## run every test, slow ones too (gpu ones skip without CUDA)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy
-	$(PY) -m ruff check arena tests && $(PY) -m ruff format --check arena tests && $(PY) -m mypy
+	$(PY) -m ruff check arena tests notebooks && $(PY) -m ruff format --check arena tests notebooks && $(PY) -m mypy
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(PY) -m ruff check --fix arena tests && $(PY) -m ruff format arena tests
+	$(PY) -m ruff check --fix arena tests notebooks && $(PY) -m ruff format arena tests notebooks
 
 bench: $(STAMP) ## run the benchmark suite (python -m arena.bench)
 	$(PY) -m arena.bench $(ARGS)

@@ -49,6 +49,7 @@ def summarize(
         experiment=cfg.experiment_name,
         seed=cfg.seed,
         fold=cfg.data.fold,
+        round=cfg.get("round", 0),
         backbone=cfg.backbone.spec.name,
         global_step=trainer.global_step,
         epochs=trainer.current_epoch,

@@ -164,7 +164,8 @@ class PreferenceDataModule(L.LightningDataModule):
             df = make_synthetic(**self.synthetic)
             n_folded = len(df)
         df = df.reset_index(drop=True)
-        folds = folds_for(df.iloc[:n_folded], self.n_folds, self.fold_seed, self.cache_dir / "folds")
+        store = self.cache_dir / "folds"
+        folds = folds_for(df.iloc[:n_folded], self.n_folds, self.fold_seed, store)
         df["fold"] = np.concatenate([folds, np.full(len(df) - n_folded, -1, dtype=np.int64)])
         return df
 
