@@ -84,7 +84,7 @@ def synthetic_files(out: Path, n_train: int, n_test: int, seed: int, noise: floa
 def hydra_value(value: object) -> str:
     """``value`` as a Hydra override value: quoted only when it has characters Hydra would parse."""
     text = str(value)
-    return text if re.fullmatch(r"[\w./:+-]+", text) else "'" + text.replace("'", "\\'") + "'"
+    return text if re.fullmatch(r"[\w./-]+", text) else "'" + text.replace("'", "\\'") + "'"
 
 
 def sweep_dir(log_dir: Path, experiment: str) -> Path:
