@@ -31,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from arena.config import register_resolvers
 from arena.inference.ensemble import combine
 from arena.inference.run import load_ensemble, quantized_block, read_test, resolve_device
-from arena.inference.submission import evaluate
+from arena.inference.submission import compare_probs
 from arena.io import write_json
 from arena.models.checkpoint import checkpoint_dir
 from arena.models.merge import merge_checkpoints, quantized_copy, save_merged
@@ -68,14 +68,7 @@ def compare(
     parts = [_log_probs(cfg, p, table, device) for p in folds]  # one fold in memory at a time
     ensemble = combine(parts, [1 / len(folds)] * len(folds), "logit")
     probs = np.exp(_log_probs(cfg, merged, table, device))
-    ours, theirs = evaluate(probs, labels), evaluate(ensemble, labels)
-    out: dict[str, Any] = {
-        "n_rows": len(table),
-        "max_abs_prob_diff": float(np.abs(probs - ensemble).max()) if len(table) else 0.0,
-    }
-    for key in ("acc", "log_loss"):
-        if key in ours:
-            out |= {key: ours[key], f"ensemble_{key}": theirs[key]}
+    out = {"n_rows": len(table), **compare_probs(probs, ensemble, labels, "ensemble")}
     if export is not None:
         quantized = np.exp(_log_probs(cfg, export, table, device))
         out["export"] = quantized_block(int(cfg.export_bits), quantized, probs, labels)

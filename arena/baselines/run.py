@@ -23,10 +23,8 @@ from omegaconf import DictConfig
 
 from arena.baselines.models import PairBaseline, hard_labels, longer_wins_accuracy
 from arena.data.datamodule import check_trainable
-from arena.data.folds import folds_for
-from arena.data.readers import read_many
+from arena.data.folds import read_folded
 from arena.data.schema import LABEL_NAMES, n_classes_of, report_totals
-from arena.data.synthetic import make_synthetic
 from arena.io import write_json, write_parquet
 from arena.lit.metrics import collapse_check, make_metrics, per_group_accuracy
 from arena.runner import guard_run_dir
@@ -39,26 +37,25 @@ def load_split(data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[
     """(train, val, n_classes, report) for ``data.fold``, as :class:`PreferenceDataModule` splits.
 
     Args:
-        data: the ``data`` config group (train_files or synthetic, fold, n_folds, fold_seed,
-            n_classes, columns, surrogates, empty, cache_dir).
+        data: the ``data`` config group (train_files or synthetic, extra_train_files, fold,
+            n_folds, fold_seed, n_classes, columns, surrogates, empty, cache_dir).
 
     Raises:
         ValueError: no data, no validation fold, or a fold out of range.
     """
-    report: dict[str, Any] = {}
-    if data.train_files:
-        read_kw = {"columns": data.columns, "surrogates": data.surrogates, "empty": data.empty}
-        df, reports = read_many(list(data.train_files), **read_kw)
-        read = [{"role": "train", **asdict(r)} for r in reports]
-        report.update(read=read, read_total=report_totals(read))
-    elif data.synthetic:
-        df = make_synthetic(**data.synthetic)
-    else:
+    if not data.train_files and not data.synthetic:
         raise ValueError("no data: set data.train_files=[...] (or data.synthetic={n: ...})")
     if data.fold is None or not 0 <= data.fold < data.n_folds:
         raise ValueError(f"baselines score a validation fold: data.fold in 0..{data.n_folds - 1}")
-    df = df.reset_index(drop=True)
-    df["fold"] = folds_for(df, data.n_folds, data.fold_seed, Path(data.cache_dir) / "folds")
+    df, reads = read_folded(
+        list(data.train_files), list(data.get("extra_train_files") or []), data.synthetic,
+        n_folds=data.n_folds, seed=data.fold_seed, store_dir=Path(data.cache_dir) / "folds",
+        columns=data.columns, surrogates=data.surrogates, empty=data.empty,
+    )  # fmt: skip
+    report: dict[str, Any] = {}
+    if reads:
+        read = [{"role": role, **asdict(r)} for role, r in reads]
+        report.update(read=read, read_total=report_totals(read))
     n_classes = int(data.n_classes or n_classes_of(df))
     check_trainable(df, n_classes)
     in_val = df["fold"].to_numpy() == data.fold

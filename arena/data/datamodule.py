@@ -5,7 +5,7 @@ The only module of :mod:`arena.data` that imports Lightning.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +24,10 @@ from arena.data.batching import (
 )
 from arena.data.dataset import Layout, PairArrays, PairDataset, View
 from arena.data.features import FeatureNormalizer, compute_features, swap_features
-from arena.data.folds import folds_for
+from arena.data.folds import read_folded
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_many
 from arena.data.schema import DataError, ReadReport, n_classes_of, one_hot, report_totals
-from arena.data.synthetic import make_synthetic
 from arena.data.teachers import Teacher, load_teachers
 from arena.data.tokenize import cached_tokenize
 
@@ -152,27 +151,18 @@ class PreferenceDataModule(L.LightningDataModule):
     def read_table(self) -> pd.DataFrame:
         """All training rows (files or synthetic) with folds assigned; rows of
         ``extra_train_files`` come last with fold -1 (never validated)."""
+        df, reads = read_folded(
+            self.train_files, self.extra_train_files, self.synthetic, n_folds=self.n_folds,
+            seed=self.fold_seed, store_dir=self.cache_dir / "folds", **self.read_kw,
+        )  # fmt: skip
         self.report.pop("read", None)
-        if self.train_files:
-            df, reports = read_many([*self.train_files, *self.extra_train_files], **self.read_kw)
-            n_folded = sum(r.rows_kept for r in reports[: len(self.train_files)])
-            self._record_reads(reports[: len(self.train_files)], "train")
-            self._record_reads(reports[len(self.train_files) :], "extra_train")
-        else:
-            if self.extra_train_files:
-                raise ValueError("data.extra_train_files needs data.train_files to validate on")
-            df = make_synthetic(**self.synthetic)
-            n_folded = len(df)
-        df = df.reset_index(drop=True)
-        store = self.cache_dir / "folds"
-        folds = folds_for(df.iloc[:n_folded], self.n_folds, self.fold_seed, store)
-        df["fold"] = np.concatenate([folds, np.full(len(df) - n_folded, -1, dtype=np.int64)])
+        self._record_reads(reads)
         return df
 
-    def _record_reads(self, reports: list[ReadReport], role: str) -> None:
+    def _record_reads(self, reads: Iterable[tuple[str, ReadReport]]) -> None:
         """Per-file counts of what the readers repaired, dropped and deduplicated (``read``)
         and their sums (``read_total``); the run's ``summary.json`` carries both."""
-        read = [*self.report.get("read", []), *({"role": role, **asdict(r)} for r in reports)]
+        read = [*self.report.get("read", []), *({"role": role, **asdict(r)} for role, r in reads)]
         self.report.update(read=read, read_total=report_totals(read))
 
     def split(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -181,7 +171,7 @@ class PreferenceDataModule(L.LightningDataModule):
             if not self.val_files:
                 return df, None
             val, reports = read_many(self.val_files, **self.read_kw)
-            self._record_reads(reports, "val")
+            self._record_reads(("val", r) for r in reports)
             return df, val
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"data.fold={self.fold} outside 0..{self.n_folds - 1}")

@@ -19,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from arena.data.schema import DataError
+from arena.data.readers import read_many
+from arena.data.schema import DataError, ReadReport
+from arena.data.synthetic import make_synthetic
 
 
 def normalize_prompt(prompt: str | Iterable[str]) -> str:
@@ -239,3 +242,44 @@ def folds_for(df: pd.DataFrame, n_folds: int, seed: int, store_dir: Path) -> np.
     folds = assign_folds(df, n_folds, seed)
     _write_atomic(pd.DataFrame({"id": ids.to_numpy(), "fold": folds}), path)
     return folds
+
+
+def read_folded(
+    train_files: Sequence[str],
+    extra_train_files: Sequence[str] = (),
+    synthetic: dict[str, Any] | None = None,
+    *,
+    n_folds: int,
+    seed: int,
+    store_dir: Path,
+    **read_kw: Any,
+) -> tuple[pd.DataFrame, list[tuple[str, ReadReport]]]:
+    """A run's training table: the rows of ``train_files`` (else ``make_synthetic(**synthetic)``)
+    with their stored folds (:func:`folds_for`), then the rows of ``extra_train_files`` with fold
+    -1: they always train and are never validated, and the other rows' folds stay as they were.
+
+    Args:
+        train_files, extra_train_files: pair files; ``read_kw`` as in ``read_many``.
+        synthetic: :func:`make_synthetic` keywords, used when ``train_files`` is empty.
+        n_folds, seed, store_dir: as in :func:`folds_for`.
+
+    Returns:
+        The table and ``(role, report)`` per file read, role ``train`` or ``extra_train``.
+
+    Raises:
+        ValueError: ``extra_train_files`` without ``train_files``.
+    """
+    if train_files:
+        df, reports = read_many([*train_files, *extra_train_files], **read_kw)
+        n_folded = sum(r.rows_kept for r in reports[: len(train_files)])
+        roles = ["train"] * len(train_files) + ["extra_train"] * len(extra_train_files)
+        reads = list(zip(roles, reports, strict=True))
+    else:
+        if extra_train_files:
+            raise ValueError("data.extra_train_files needs data.train_files to validate on")
+        df, reads = make_synthetic(**(synthetic or {})), []
+        n_folded = len(df)
+    df = df.reset_index(drop=True)
+    folds = folds_for(df.iloc[:n_folded], n_folds, seed, store_dir)
+    df["fold"] = np.concatenate([folds, np.full(len(df) - n_folded, -1, dtype=np.int64)])
+    return df, reads

@@ -23,7 +23,13 @@ from arena.data.readers import read_pairs
 from arena.inference.ensemble import TTA, Ensemble
 from arena.inference.predictor import Predictor
 from arena.inference.stream import predict_file, predict_to_files
-from arena.inference.submission import SUMMARY_FILE, detect_layout, evaluate, write_outputs
+from arena.inference.submission import (
+    SUMMARY_FILE,
+    compare_probs,
+    detect_layout,
+    evaluate,
+    write_outputs,
+)
 from arena.io import write_json
 from arena.models.checkpoint import load_checkpoint
 from arena.models.quant import Quantization, quantization_from_bits, torch_dtype
@@ -200,13 +206,8 @@ def quantized_block(
         ``reference_acc``, ``reference_log_loss``, ``delta_acc``, ``delta_log_loss``
         (quantized minus reference).
     """
-    ours, ref = evaluate(probs, labels), evaluate(reference, labels)
-    block: dict[str, Any] = {
-        "bits": int(bits),
-        "max_abs_prob_diff": float(np.abs(probs - reference).max()) if len(probs) else 0.0,
-    }
+    block = {"bits": int(bits), **compare_probs(probs, reference, labels, "reference")}
     for key in ("acc", "log_loss"):
-        if key in ours:
-            block |= {key: ours[key], f"reference_{key}": ref[key]}
-            block[f"delta_{key}"] = ours[key] - ref[key]
+        if key in block:
+            block[f"delta_{key}"] = block[key] - block[f"reference_{key}"]
     return block

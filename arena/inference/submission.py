@@ -110,6 +110,25 @@ def evaluate(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def compare_probs(
+    probs: np.ndarray, other: np.ndarray, labels: np.ndarray, name: str
+) -> dict[str, Any]:
+    """Two (n, C) probability arrays of the same rows side by side.
+
+    Returns:
+        ``max_abs_prob_diff`` and, for labelled rows, ``acc`` and ``log_loss`` of ``probs`` next
+        to ``<name>_acc`` and ``<name>_log_loss`` of ``other``.
+    """
+    ours, theirs = evaluate(probs, labels), evaluate(other, labels)
+    out: dict[str, Any] = {
+        "max_abs_prob_diff": float(np.abs(probs - other).max()) if len(probs) else 0.0
+    }
+    for key in ("acc", "log_loss"):
+        if key in ours:
+            out |= {key: ours[key], f"{name}_{key}": theirs[key]}
+    return out
+
+
 def write_outputs(
     out_dir: Path, ids: np.ndarray, probs: np.ndarray, layout: Layout, summary: dict[str, Any]
 ) -> None:
