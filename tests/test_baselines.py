@@ -28,6 +28,7 @@ from arena.lit.metrics import prior_entropy
 from arena.losses import PreferenceLoss
 from arena.models import TINY_ARCH, BackboneSpec, build_preference_model, load_tokenizer
 from arena.models.checkpoint import load_checkpoint, save_checkpoint
+from arena.models.heads import PairComparisonHead, RewardHead
 from arena.models.preference import SiamesePreferenceModel
 from arena.runner import train_run
 from tests.conftest import ROOT
@@ -189,12 +190,14 @@ def _batch(kit: dict, df: pd.DataFrame, view: str = "pair") -> dict[str, torch.T
     return collate([data[i] for i in range(len(data))])
 
 
+@pytest.mark.parametrize("head", ["linear", "mlp"])
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_siamese_shapes_and_exact_swap(kit: dict, n_classes: int) -> None:
+def test_siamese_shapes_and_exact_swap(kit: dict, n_classes: int, head: str) -> None:
     torch.manual_seed(0)
     model = build_preference_model(
-        _spec(), n_classes=n_classes, architecture="siamese", cache_dir=kit["cache"]
+        _spec(), n_classes=n_classes, architecture="siamese", head=head, cache_dir=kit["cache"]
     ).eval()
+    assert isinstance(model.head, {"linear": RewardHead, "mlp": PairComparisonHead}[head])
     assert isinstance(model, SiamesePreferenceModel)
     batch = _batch(kit, make_synthetic(6, seed=4))  # pair view: 6 pairs in both orders
     assert batch["input_ids"].shape[0] == 4 * 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import arena.models.backbone
+from arena.models.backbone import arch_config
 from arena.models import (
     TINY_ARCH,
     BackboneSpec,
@@ -159,6 +161,21 @@ def test_spec_dict_round_trip() -> None:
     assert BackboneSpec(**{**spec.to_dict(), "lora_targets": ["q_proj"]}).lora_targets == (
         "q_proj",
     )
+
+
+def test_config_overrides_reach_built_and_loaded_backbones(tmp_path: Path) -> None:
+    overrides = {"attention_probs_dropout_prob": 0.0, "hidden_dropout_prob": 0.2}
+    built = build_backbone(twin("bert", config_overrides=overrides), cache_dir=tmp_path)
+    assert built.config.attention_probs_dropout_prob == 0.0
+    assert built.config.hidden_dropout_prob == 0.2
+    build_backbone(twin("bert"), cache_dir=tmp_path).save_pretrained(tmp_path / "saved")
+    real = BackboneSpec(name="real", kind="encoder", path=str(tmp_path / "saved"))
+    loaded = build_backbone(
+        dataclasses.replace(real, config_overrides=overrides), cache_dir=tmp_path
+    )
+    assert loaded.config.attention_probs_dropout_prob == 0.0
+    assert build_backbone(real, cache_dir=tmp_path).config.attention_probs_dropout_prob == 0.1
+    assert arch_config(dataclasses.replace(real, config_overrides=overrides)).hidden_dropout_prob == 0.2
 
 
 def test_meta_gemma2_9b_has_the_real_parameter_count(cache_dir: Path) -> None:

@@ -71,6 +71,9 @@ class BackboneSpec:
         trust_remote_code: Allow custom modelling code shipped with the weights.
         activation_checkpointing: Recompute activations in backward (transformers' own switch).
         tokenizer_vocab_size: Size of a twin's locally trained tokenizer.
+        config_overrides: transformers config attributes set when the backbone is built or
+            loaded, e.g. ``{attention_probs_dropout_prob: 0.0}`` (dropout on attention
+            probabilities sends CPU training to SDPA's slow math kernel).
     """
 
     name: str
@@ -89,12 +92,14 @@ class BackboneSpec:
     trust_remote_code: bool = False
     activation_checkpointing: bool = False
     tokenizer_vocab_size: int = 4096
+    config_overrides: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # YAML / Hydra hand lists and DictConfigs: store a hashable tuple and a plain dict
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
-        if self.arch is not None:
-            object.__setattr__(self, "arch", dict(self.arch))
+        for key in ("arch", "config_overrides"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, dict(getattr(self, key)))
         for key, allowed in _CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(
@@ -126,13 +131,16 @@ def arch_config(spec: BackboneSpec) -> PretrainedConfig:
         model_type = arch.pop("model_type", None)
         if model_type is None:
             raise ValueError(f"backbone {spec.name!r}: arch needs a 'model_type'")
-        return AutoConfig.for_model(model_type, **arch)
+        return AutoConfig.for_model(model_type, **arch, **(spec.config_overrides or {}))
     source = spec.path or spec.hf_id
     if source is None:
         raise ValueError(f"backbone {spec.name!r} has neither arch nor path nor hf_id")
     try:
         return AutoConfig.from_pretrained(
-            source, local_files_only=True, trust_remote_code=spec.trust_remote_code
+            source,
+            local_files_only=True,
+            trust_remote_code=spec.trust_remote_code,
+            **(spec.config_overrides or {}),
         )
     except OSError as err:
         raise FileNotFoundError(_missing(spec, source)) from err
@@ -198,7 +206,7 @@ def _from_pretrained(
     quant_storage: str | None,
     device_map: str | dict[str, Any] | None,
 ) -> PreTrainedModel:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(spec.config_overrides or {})
     if quantization != "none":
         kwargs["quantization_config"] = quantization_config(
             quantization, compute_dtype=spec.dtype, quant_storage=quant_storage

@@ -5,8 +5,9 @@
 
 ``features`` must already be normalised (the data pipeline owns their statistics).
 
-    pair_head = make_pair_head(hidden=384, n_classes=3)  # Siamese: compares two pooled sides
+    pair_head = make_pair_head("mlp", hidden=384, n_classes=3)  # Siamese: compares two sides
     logits = pair_head(first, second)  # (B, 384), (B, 384) -> (B, 3)
+    reward = make_pair_head("linear", hidden=384, n_classes=2)  # Bradley-Terry: r(A) - r(B)
 """
 
 from __future__ import annotations
@@ -155,12 +156,54 @@ class PairComparisonHead(nn.Module):
         return torch.cat(logits, dim=-1)
 
 
+class RewardHead(nn.Module):
+    """Bradley-Terry over two pooled sides (Siamese): one scalar reward per side.
+
+    The A/B logits are ``(r(u) - r(v)) / 2`` and its negative, so ``P(A) = sigmoid(r(u) -
+    r(v))``; with 3 classes the tie logit is one learned constant (Davidson's tie model: a tie
+    is likeliest when the rewards are equal). Exchanging u and v swaps the A and B logits
+    exactly.
+
+    Attributes:
+        n_classes: 2 or 3.
+        net: Dropout + linear map (B, H) -> (B, 1), the reward.
+        tie: Learned tie logit (used with 3 classes).
+    """
+
+    def __init__(self, net: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.net = net
+        self.tie = nn.Parameter(torch.zeros(1)) if n_classes == 3 else None
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Compute logits (B, C) of (A wins, B wins[, tie]) from the sides' (B, H) states.
+
+        Raises:
+            ValueError: The two sides' shapes differ.
+        """
+        if first.shape != second.shape:
+            raise ValueError(f"sides differ: {tuple(first.shape)} vs {tuple(second.shape)}")
+        rewards = self.net(torch.cat([first, second]))  # (2B, 1)
+        a = (rewards[: len(first)] - rewards[len(first) :]) / 2  # (B, 1)
+        logits = [a, -a]
+        if self.tie is not None:
+            logits.append(self.tie.expand_as(a))
+        return torch.cat(logits, dim=-1)
+
+
 def make_pair_head(
-    hidden: int, n_classes: int, mlp_hidden: int = 256, dropout: float = 0.1
-) -> PairComparisonHead:
-    """Build a Siamese comparison head ``(first (B, H), second (B, H)) -> (B, C)``.
+    kind: HeadKind,
+    hidden: int,
+    n_classes: int,
+    mlp_hidden: int = 256,
+    dropout: float = 0.1,
+) -> PairComparisonHead | RewardHead:
+    """Build a Siamese head ``(first (B, H), second (B, H)) -> (B, C)``.
 
     Args:
+        kind: ``"linear"``: a :class:`RewardHead` (Bradley-Terry, one linear reward per side);
+            ``"mlp"``: a :class:`PairComparisonHead` (an MLP over ``[u, v, u - v, u * v]``).
         hidden: Backbone hidden size H.
         n_classes: 2 or 3.
         mlp_hidden: Width of the MLP's hidden layer.
@@ -170,10 +213,15 @@ def make_pair_head(
         The head, in float32.
 
     Raises:
-        ValueError: ``n_classes`` not 2 or 3.
+        ValueError: ``n_classes`` not 2 or 3, or ``kind`` not linear/mlp.
     """
     if n_classes not in (2, 3):
         raise ValueError(f"a pair head needs n_classes 2 or 3, got {n_classes}")
+    if kind == "linear":
+        reward = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
+        return RewardHead(reward, n_classes).float()
+    if kind != "mlp":
+        raise ValueError(f"a siamese head is 'linear' (reward) or 'mlp' (comparison), not {kind!r}")
     net = nn.Sequential(
         nn.Dropout(dropout),
         nn.Linear(4 * hidden, mlp_hidden),

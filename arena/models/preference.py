@@ -7,7 +7,8 @@ logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) ->
 weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
 
 architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
-(``input_ids`` (2N, T): first sides, then second sides) and a comparison head scores them.
+(``input_ids`` (2N, T): first sides, then second sides) and a pair head scores them (``head="linear"``:
+a Bradley-Terry reward per side; ``"mlp"``: a comparison MLP).
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ def build_preference_model(
         device_map: ``from_pretrained`` placement (e.g. ``{"": local_rank}`` to quantize straight
             onto a GPU); a runtime choice, not part of ``config["model"]``.
         architecture: ``"joint"`` (a cross-encoder reads prompt, A and B in one sequence) or
-            ``"siamese"`` (:class:`SiamesePreferenceModel`; ``head`` must not be ``"fusion"``:
-            its comparison head replaces it).
+            ``"siamese"`` (:class:`SiamesePreferenceModel`; ``head="linear"`` is a Bradley-Terry
+            reward per side, ``"mlp"`` a comparison MLP, see
+            :func:`arena.models.heads.make_pair_head`).
 
     Returns:
         The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
@@ -208,7 +210,7 @@ def build_preference_model(
         adapted = _adapt(backbone, spec, lora, quantized=quantized)
         head_module: nn.Module
         if architecture == "siamese":
-            head_module = make_pair_head(hidden, n_classes, mlp_hidden, head_dropout)
+            head_module = make_pair_head(head, hidden, n_classes, mlp_hidden, head_dropout)
         else:
             head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
     default_pooling: PoolingMode = "last" if spec.kind == "decoder" else "mean"
