@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import arena.models.backbone
-from arena.models.backbone import arch_config
 from arena.models import (
     TINY_ARCH,
     BackboneSpec,
@@ -33,6 +32,7 @@ from arena.models import (
     save_checkpoint,
     trainable_state_dict,
 )
+from arena.models.backbone import arch_config
 
 DECODERS = ("gemma2", "qwen2", "llama")
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -175,7 +175,8 @@ def test_config_overrides_reach_built_and_loaded_backbones(tmp_path: Path) -> No
     )
     assert loaded.config.attention_probs_dropout_prob == 0.0
     assert build_backbone(real, cache_dir=tmp_path).config.attention_probs_dropout_prob == 0.1
-    assert arch_config(dataclasses.replace(real, config_overrides=overrides)).hidden_dropout_prob == 0.2
+    config = arch_config(dataclasses.replace(real, config_overrides=overrides))
+    assert config.hidden_dropout_prob == 0.2
 
 
 def test_meta_gemma2_9b_has_the_real_parameter_count(cache_dir: Path) -> None:

@@ -7,8 +7,8 @@ logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) ->
 weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
 
 architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
-(``input_ids`` (2N, T): first sides, then second sides) and a pair head scores them (``head="linear"``:
-a Bradley-Terry reward per side; ``"mlp"``: a comparison MLP).
+(``input_ids`` (2N, T): first sides, then second sides) and a pair head scores them
+(``head="linear"``: a Bradley-Terry reward per side; ``"mlp"``: a comparison MLP).
 """
 
 from __future__ import annotations
