@@ -17,7 +17,7 @@ from arena.data.chunks import iter_pairs, merge_reports
 from arena.data.readers import read_pairs
 from arena.data.schema import DataError
 from arena.data.synthetic import make_synthetic
-from arena.data.tokenize import tokenize_chunks, tokenize_pairs
+from arena.data.tokenize import TokenizedPairs, tokenize_chunks, tokenize_pairs
 from arena.inference import TTA, Ensemble
 from arena.inference.run import predict_run
 from arena.inference.stream import predict_file, predict_to_files
@@ -219,7 +219,14 @@ def test_tokenize_chunks_equals_the_whole_table_and_caches_each_chunk(predictors
     whole = tokenize_pairs(read_pairs(path)[0], tokenizer)
     for _ in range(2):  # the first call fills the cache, the second reads it
         chunks = (c.table for c in iter_pairs(path, chunk_rows=4))
-        got = tokenize_chunks(chunks, tokenizer, tmp_path / "cache")
+        seen: list[int] = []
+        got = tokenize_chunks(chunks, tokenizer, tmp_path / "cache", lambda t: seen.append(len(t)))
+        assert seen == [4, 4, 3]  # every chunk, while it is in memory
+        assert isinstance(got.ids, np.memmap)  # the joined ids live on disk, not in the process
         for field in ("ids", "offsets", "turns"):
             assert np.array_equal(getattr(got, field), getattr(whole, field)), field
-    assert len(list((tmp_path / "cache" / "tokens").glob("*.npz"))) == 3
+    entries = sorted((tmp_path / "cache" / "tokens").iterdir())
+    assert len(entries) == 3 and all(e.is_dir() for e in entries)  # one per chunk, no leftovers
+    assert isinstance(TokenizedPairs.load(entries[0]).ids, np.memmap)
+    empty = tokenize_chunks([], tokenizer, None)
+    assert len(empty) == 0 and len(empty.offsets) == 1

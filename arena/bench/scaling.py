@@ -6,7 +6,8 @@ reloaded) and a small random 2-layer encoder (hidden 64) of its vocabulary size:
 not the network, is measured.
 
 - ``streamed`` (arena's): ``prep`` reads chunks of ``chunk_rows`` rows and tokenizes them
-  (token ids and labels of every row are kept: what training needs), ``inference`` is
+  (token ids of every row written to a mapped file, lengths and labels kept: what training
+  needs), ``inference`` is
   ``arena.predict``'s streamed scoring, outputs written chunk by chunk. ``chunk_rows`` is the 1x
   size, so 1x is one chunk and 16x sixteen (as 8192-row chunks over files of 8k to 128k rows).
 - ``memory`` (the whole-table path, for reference): the table and its tokens at once.
@@ -18,7 +19,7 @@ the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` before
 above the resident set at the stage's start, after imports, model build and a warm-up over 8 rows
 (one-time allocations are not the rows' cost). Ratios are 16x over 1x of the smallest peak:
 ``inference_peak_memory_ratio_16x_vs_1x`` (issue 7: flat), ``prep_peak_memory_ratio_16x_vs_1x``
-(grows with the kept token ids, 4 bytes a token, not with the text), their maximum
+(flat: one chunk's text and ids at a time), their maximum
 ``peak_memory_ratio_16x_vs_1x``, and ``memory_pipeline_peak_memory_ratio_16x_vs_1x`` of the
 whole-table path. A first pass also grows with the number of distinct batch shapes (oneDNN keeps
 a primitive per shape); ``inference_repeat``, a second pass over the same file, shows the rest.

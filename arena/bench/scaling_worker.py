@@ -3,8 +3,9 @@
 Two pipelines over one pair file (see :mod:`arena.bench.scaling`):
 
 - ``streamed`` (what ``arena`` does): ``prep`` is the training-data preparation,
-  :func:`arena.data.chunks.iter_pairs` -> :func:`arena.data.tokenize.tokenize_chunks` (no cache)
-  -> formatted lengths, keeping the token ids (4 bytes a token) and labels of every row;
+  :func:`arena.data.chunks.iter_pairs` -> :func:`arena.data.tokenize.tokenize_chunks` (no cache;
+  the token ids of every row written to a file and mapped) -> formatted lengths of each chunk,
+  keeping the lengths and labels of every row;
   ``inference`` is ``arena.predict``'s scoring, :func:`arena.inference.stream.predict_to_files`
   (read, encode, length-sorted token-budget batches and outputs written a chunk at a time).
 - ``memory`` (the whole-table path, for reference): ``read_pairs`` -> ``cached_tokenize`` of the
@@ -155,9 +156,12 @@ class Pipeline:
         """Training-data preparation: token ids, lengths and labels of every row."""
         if self.mode == "streamed":
             labels: list[np.ndarray] = []
+            lengths: list[np.ndarray] = []
             tables = _tables(iter_pairs(file, chunk_rows=self.chunk_rows), labels)
-            tokens = tokenize_chunks(tables, self.tokenizer, None)
-            return tokens, lengths_of(tokens, self.formatter), np.concatenate(labels)
+            tokens = tokenize_chunks(
+                tables, self.tokenizer, None, lambda t: lengths.append(lengths_of(t, self.formatter))
+            )
+            return tokens, np.concatenate(lengths), np.concatenate(labels)
         df, _ = read_pairs(file)
         tokens = cached_tokenize(df, self.tokenizer, None)
         return tokens, lengths_of(tokens, self.formatter), df["label"].to_numpy()

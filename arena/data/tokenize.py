@@ -3,11 +3,13 @@
 The cache key is everything that changes the ids: the text content of every row and the tokenizer
 (its serialised vocabulary and rules). Template and budget are applied later by
 :class:`arena.data.format.Formatter`, on ids, so they need no key: changing them re-uses the cache.
-A second run over the same data and tokenizer loads a ``.npz`` and never calls the tokenizer.
+A second run over the same data and tokenizer maps the cached arrays (a folder of ``.npy``
+files) and never calls the tokenizer; mapped ids are read from the page cache as rows are used,
+not held in the process's own memory.
 
 Streamed preparation (:func:`tokenize_chunks`) takes the chunks of
-:func:`arena.data.chunks.iter_pairs` and caches every chunk under its own key, so the raw text of
-one chunk is held at a time and only the compact ids (4 bytes a token) of the whole file::
+:func:`arena.data.chunks.iter_pairs`, caches every chunk under its own key and appends its ids to
+a file, so the raw text and the ids of one chunk are held at a time, whatever the file's size::
 
     tokens = tokenize_chunks((c.table for c in iter_pairs(path, chunk_rows=4096)), tok, cache)
 """
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,8 @@ import pandas as pd
 
 from arena.data.schema import TEXT_COLUMNS
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
+_ARRAYS = ("ids", "offsets", "turns")
 
 
 @dataclass(frozen=True)
@@ -62,17 +66,32 @@ class TokenizedPairs:
         return pieces[:n], pieces[n : 2 * n], pieces[2 * n :]
 
     def save(self, path: Path) -> None:
-        """Write atomically (temp file in the same folder, then rename)."""
+        """Write a folder of ``.npy`` files atomically (built beside it, then renamed)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=self.ids, offsets=self.offsets, turns=self.turns)
-        os.replace(tmp, path)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(self, name))
+        _publish(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> TokenizedPairs:
-        with np.load(path, allow_pickle=False) as z:
-            return cls(ids=z["ids"], offsets=z["offsets"], turns=z["turns"])
+        """Map a saved folder read-only (nothing is read until rows are used)."""
+        return cls(*(_map(path / f"{name}.npy") for name in _ARRAYS))
+
+
+def _map(path: Path) -> np.ndarray:
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return array if array.size else np.array(array)  # an empty file cannot be mapped
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename a finished folder into place; if another process published it first, keep theirs."""
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if not path.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pieces(df: pd.DataFrame) -> Iterator[str]:
@@ -131,43 +150,81 @@ def cached_tokenize(df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) ->
     if cache_dir is None:
         return tokenize_pairs(df, tokenizer)
     key = f"v{_CACHE_VERSION}-{content_hash(df)}-{tokenizer_hash(tokenizer)}"
-    path = Path(cache_dir) / "tokens" / f"{key}.npz"
-    if path.exists():
+    path = Path(cache_dir) / "tokens" / key
+    if path.is_dir():
         return TokenizedPairs.load(path)
     tokens = tokenize_pairs(df, tokenizer)
     tokens.save(path)
     return tokens
 
 
-def concat_tokens(parts: Sequence[TokenizedPairs]) -> TokenizedPairs:
-    """The rows of ``parts`` one after the other, as one :class:`TokenizedPairs`."""
-    if not parts:
-        return TokenizedPairs(
-            np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+class TokenStore:
+    """Appends tokenized chunks to files as they come; :meth:`close` maps the whole.
+
+    The ids go to disk at once; per row only the piece offsets and turn counts (a few percent
+    of the ids) are kept until :meth:`close`. The folder is a temporary one, removed when closed:
+    the mapped arrays stay readable as long as they are referenced.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="arena-tokens-", dir=folder))
+        self._ids = (self.folder / "ids.int32").open("wb")
+        self._written = 0
+        self._offsets: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        self._turns: list[np.ndarray] = []
+
+    def append(self, tokens: TokenizedPairs) -> None:
+        """Write one chunk's ids and remember its offsets, shifted past what is written."""
+        self._ids.write(np.ascontiguousarray(tokens.ids, dtype="<i4").tobytes())
+        self._offsets.append(np.asarray(tokens.offsets[1:], dtype=np.int64) + self._written)
+        self._turns.append(np.asarray(tokens.turns, dtype=np.int32))
+        self._written += len(tokens.ids)
+
+    def close(self) -> TokenizedPairs:
+        """Every appended row, in order, with the ids mapped from disk."""
+        self._ids.close()
+        raw = self.folder / "ids.int32"
+        ids = (
+            np.memmap(raw, dtype="<i4", mode="r", shape=(self._written,))
+            if self._written
+            else np.zeros(0, dtype=np.int32)
         )
-    shifts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
-    offsets = [parts[0].offsets[:1]]
-    offsets += [p.offsets[1:] + shift for p, shift in zip(parts, shifts, strict=True)]
-    return TokenizedPairs(
-        ids=np.concatenate([p.ids for p in parts]),
-        offsets=np.concatenate(offsets).astype(np.int64),
-        turns=np.concatenate([p.turns for p in parts]).astype(np.int32),
-    )
+        shutil.rmtree(self.folder)  # the mapping keeps the data while it is referenced
+        offsets = np.concatenate(self._offsets)
+        turns = np.concatenate(self._turns) if self._turns else np.zeros(0, dtype=np.int32)
+        return TokenizedPairs(ids=ids, offsets=offsets, turns=turns)
 
 
 def tokenize_chunks(
-    tables: Iterable[pd.DataFrame], tokenizer: Any, cache_dir: Path | None
+    tables: Iterable[pd.DataFrame],
+    tokenizer: Any,
+    cache_dir: Path | None,
+    on_chunk: Callable[[TokenizedPairs], None] | None = None,
 ) -> TokenizedPairs:
     """:func:`cached_tokenize` of each chunk of a table (one cache entry per chunk), joined.
 
     Args:
         tables: consecutive chunks of one pair table (e.g. from ``iter_pairs``); each is
-            released once tokenized, so only one chunk's text is held at a time.
+            released once tokenized, so only one chunk's text and ids are held at a time.
         tokenizer: as in :func:`tokenize_pairs`.
-        cache_dir: token cache (None tokenizes every chunk).
+        cache_dir: token cache (None tokenizes every chunk); the joined ids are written to a
+            temporary file there (the system's temporary folder without a cache).
+        on_chunk: called with each chunk's tokens while they are in memory (e.g. to measure
+            formatted lengths without reading the ids back).
 
     Returns:
         the ids of every row of every chunk, in order (the same as ``cached_tokenize`` of the
-        concatenated table).
+        concatenated table), mapped from disk.
     """
-    return concat_tokens([cached_tokenize(t, tokenizer, cache_dir) for t in tables])
+    store = TokenStore(None if cache_dir is None else _mkdir(Path(cache_dir) / "tokens"))
+    for table in tables:
+        tokens = cached_tokenize(table, tokenizer, cache_dir)
+        if on_chunk is not None:
+            on_chunk(tokens)
+        store.append(tokens)
+    return store.close()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
