@@ -70,8 +70,9 @@ def test_quickstart_writes_every_artifact(tmp_path: Path) -> None:
 
 
 def test_two_fold_multirun_covers_rows_once(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    train(["-m", f"hydra.sweep.dir={sweep}", "data.n_folds=2", "data.fold=0,1", *SMALL], tmp_path)
+    logs = tmp_path / "logs"  # the default sweep dir: logs/train/<experiment>/multirun_<time>
+    train(["-m", f"paths.log_dir={logs}", "data.n_folds=2", "data.fold=0,1", *SMALL], tmp_path)
+    (sweep,) = (logs / "train" / "quickstart").glob("multirun_*")
     runs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
     assert len(runs) == 2
     oofs = [pd.read_parquet(r / "oof.parquet") for r in runs]

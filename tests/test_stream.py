@@ -219,9 +219,9 @@ def test_tokenize_chunks_equals_the_whole_table_and_caches_each_chunk(predictors
     whole = tokenize_pairs(read_pairs(path)[0], tokenizer)
     for _ in range(2):  # the first call fills the cache, the second reads it
         chunks = (c.table for c in iter_pairs(path, chunk_rows=4))
-        seen: list[int] = []
-        got = tokenize_chunks(chunks, tokenizer, tmp_path / "cache", lambda t: seen.append(len(t)))
-        assert seen == [4, 4, 3]  # every chunk, while it is in memory
+        seen: list[TokenizedPairs] = []
+        got = tokenize_chunks(chunks, tokenizer, tmp_path / "cache", seen.append)
+        assert [len(t) for t in seen] == [4, 4, 3]  # every chunk, while it is in memory
         assert isinstance(got.ids, np.memmap)  # the joined ids live on disk, not in the process
         for field in ("ids", "offsets", "turns"):
             assert np.array_equal(getattr(got, field), getattr(whole, field)), field

@@ -125,6 +125,7 @@ def run(settings: Settings, kit: ModelKit | None = None) -> dict[str, Any]:
         "mode": "streamed",
         "seed": settings.seed,
         "threads": settings.threads,
+        "malloc_mmap_threshold": 64 * 1024,  # as conf/predict.yaml
     }
     seconds = timing(files, common, settings.repeats)
     modes = settings.pick(MODES[:1], MODES)  # quick: the streamed pipeline only

@@ -51,6 +51,7 @@ from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_pairs
 from arena.data.tokenize import TokenizedPairs, cached_tokenize, tokenize_chunks
 from arena.inference import Ensemble, Predictor
+from arena.inference.heap import fix_mmap_threshold
 from arena.inference.stream import predict_to_files
 
 
@@ -159,7 +160,10 @@ class Pipeline:
             lengths: list[np.ndarray] = []
             tables = _tables(iter_pairs(file, chunk_rows=self.chunk_rows), labels)
             tokens = tokenize_chunks(
-                tables, self.tokenizer, None, lambda t: lengths.append(lengths_of(t, self.formatter))
+                tables,
+                self.tokenizer,
+                None,
+                lambda t: lengths.append(lengths_of(t, self.formatter)),
             )
             return tokens, np.concatenate(lengths), np.concatenate(labels)
         df, _ = read_pairs(file)
@@ -196,6 +200,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     """Peak memory of prep and of inference over ``args["file"]``."""
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
+    fix_mmap_threshold(args.get("malloc_mmap_threshold"))  # as arena.predict does
     pipe = Pipeline(args)
     # warm-up on a few rows: one-time allocations (Arrow pools, tokenizer threads, kernels)
     # belong to the baseline, not to the rows
