@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from arena.data import PreferenceDataModule, Template
 from arena.data.schema import READ_COUNTS
-from arena.inference.heap import fix_mmap_threshold
+from arena.heap import return_freed_memory
 from arena.runner import summarize
 
 
@@ -133,13 +133,13 @@ def _one_thread() -> Any:
 HEAP_PROBE = """
 import sys
 import numpy as np
-from arena.inference.heap import fix_mmap_threshold
+from arena.heap import return_freed_memory
 
 def rss_kb():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
 
 if sys.argv[1] == "fixed":
-    assert fix_mmap_threshold(64 * 1024)
+    assert return_freed_memory(64 * 1024)
 held = []
 block = np.ones(1 << 20); del block  # an 8 MB block freed: glibc raises its mmap threshold
 base = rss_kb()
@@ -152,7 +152,7 @@ print(rss_kb() - base)
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
 def test_fixed_mmap_threshold_returns_freed_batches() -> None:
     """glibc's default keeps freed batch-sized blocks resident; arena.predict's fixed threshold
-    returns them (10x the shipped data: 244 vs 83 MB peak, see arena.inference.heap)."""
+    returns them (10x the shipped data: 244 vs 83 MB peak, see arena.heap)."""
     held = {}
     for mode in ("default", "fixed"):
         done = subprocess.run(
@@ -162,6 +162,6 @@ def test_fixed_mmap_threshold_returns_freed_batches() -> None:
     if held["default"] < 4096:
         pytest.skip(f"this libc returns freed blocks by itself ({held})")
     assert held["fixed"] < 1024, held
-    assert not fix_mmap_threshold(None)
+    assert not return_freed_memory(None)
     with pytest.raises(ValueError, match="positive"):
-        fix_mmap_threshold(0)
+        return_freed_memory(0)

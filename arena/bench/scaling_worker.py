@@ -50,8 +50,8 @@ from arena.data.dataset import PairArrays, PairDataset
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_pairs
 from arena.data.tokenize import TokenizedPairs, cached_tokenize, tokenize_chunks
+from arena.heap import return_freed_memory
 from arena.inference import Ensemble, Predictor
-from arena.inference.heap import fix_mmap_threshold
 from arena.inference.stream import predict_to_files
 
 
@@ -200,7 +200,7 @@ def main(args: dict[str, Any]) -> dict[str, Any]:
     """Peak memory of prep and of inference over ``args["file"]``."""
     if args.get("threads"):
         torch.set_num_threads(args["threads"])
-    fix_mmap_threshold(args.get("malloc_mmap_threshold"))  # as arena.predict does
+    return_freed_memory(args.get("malloc_mmap_threshold"))  # as arena.predict does
     pipe = Pipeline(args)
     # warm-up on a few rows: one-time allocations (Arrow pools, tokenizer threads, kernels)
     # belong to the baseline, not to the rows

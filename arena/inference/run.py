@@ -20,8 +20,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from arena.data.readers import read_pairs
+from arena.heap import return_freed_memory
 from arena.inference.ensemble import TTA, Ensemble
-from arena.inference.heap import fix_mmap_threshold
 from arena.inference.predictor import Predictor
 from arena.inference.stream import predict_file, predict_to_files
 from arena.inference.submission import (
@@ -126,7 +126,7 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
     layout = detect_layout(cfg.data.test_file) if cfg.submission == "auto" else cfg.submission
     device = resolve_device(cfg.device)
     _init_distributed(device)
-    fix_mmap_threshold(cfg.get("malloc_mmap_threshold"))
+    return_freed_memory(cfg.get("malloc_mmap_threshold"))
     began = time.perf_counter()
     ensemble = load_ensemble(cfg, device)
     load_seconds = time.perf_counter() - began
