@@ -167,7 +167,7 @@ class TokenStore:
     """
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="arena-tokens-", dir=folder))
+        self.folder = Path(tempfile.mkdtemp(prefix=".arena-tokens-", dir=folder))
         self._ids = (self.folder / "ids.int32").open("wb")
         self._written = 0
         self._offsets: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
