@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,19 +28,27 @@ def _n_features(enabled: bool) -> int:
     return len(FEATURE_NAMES) if enabled else 0
 
 
+def _cwd() -> str:
+    """The launch directory. Unlike ``${hydra:runtime.cwd}`` it also resolves in the sweeper, before
+    any job's HydraConfig exists (``hydra.sweep.dir`` is built from ``paths.log_dir``); the jobs run
+    with ``hydra.job.chdir: false``, so both name the same directory."""
+    return os.getcwd()
+
+
 def _teacher_weights(teachers: Any) -> list[float]:
     """The ``weight`` of every entry of ``data.teachers`` (1.0 when left out)."""
     return [float(t.get("weight", 1.0)) for t in teachers]
 
 
 def register_resolvers() -> None:
-    """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:flag}`` and
-    ``${teacher_weights:teachers}`` once."""
+    """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:flag}``,
+    ``${teacher_weights:teachers}`` and ``${cwd:}`` once."""
     resolvers: dict[str, Callable[..., Any]] = {
         "pkg_model_path": _pkg_model_path,
         "len": len,
         "n_features": _n_features,
         "teacher_weights": _teacher_weights,
+        "cwd": _cwd,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

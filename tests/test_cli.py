@@ -30,10 +30,12 @@ SMALL = [
 ]
 
 
-def train(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def train(
+    args: list[str], tmp_path: Path, timeout: int = 600, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "arena.train", *args, f"paths.cache_dir={tmp_path / 'cache'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -70,8 +72,10 @@ def test_quickstart_writes_every_artifact(tmp_path: Path) -> None:
 
 
 def test_two_fold_multirun_covers_rows_once(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"  # the default sweep dir: logs/train/<experiment>/multirun_<time>
-    train(["-m", f"paths.log_dir={logs}", "data.n_folds=2", "data.fold=0,1", *SMALL], tmp_path)
+    # launched from tmp_path with no path overrides, as a user would: the sweeper itself resolves
+    # the default sweep dir, <launch dir>/logs/train/<experiment>/multirun_<time>
+    logs = tmp_path / "logs"
+    train(["-m", "data.n_folds=2", "data.fold=0,1", *SMALL], tmp_path, cwd=tmp_path)
     (sweep,) = (logs / "train" / "quickstart").glob("multirun_*")
     runs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
     assert len(runs) == 2
