@@ -4,14 +4,17 @@ glibc serves large allocations with ``mmap`` and unmaps them when freed, but it 
 threshold (up to 32 MiB) whenever such a block is freed; from then on tensors of the sizes
 seen so far are carved out of the heap, and a heap's freed holes stay resident. Batches of
 ever new shapes (token-budget batches over a large file) then grow the resident set chunk after
-chunk. Arrow's default pool (mimalloc) likewise keeps the buffers of chunks already read.
-:func:`return_freed_memory` fixes the glibc threshold and sends Arrow's allocations to the system
-allocator, so what a chunk frees leaves the process:
+chunk. Arrow's default pool (mimalloc) likewise keeps the buffers of chunks already read, and the
+parquet reader keeps using the pool it started with, so ``import arena`` puts Arrow on the system
+allocator through ``ARROW_DEFAULT_MEMORY_POOL`` before pyarrow loads (``arena/__init__.py``).
+:func:`return_freed_memory` fixes the glibc threshold (and moves Arrow's later allocations to the
+system allocator where pyarrow was imported first), so what a chunk frees leaves the process:
 
 - a first streamed ``arena.predict`` pass over 73,640 HH pairs (10x the shipped data) peaked at
   244.5 MB above its start with glibc's default and 82.9 MB with a 64 KiB threshold;
-- ``python -m arena.bench only=scaling`` (256-row chunks, 1x / 16x): prep 14.9 / 37.8 MB before,
-  8.7 / 13.4 MB with both, and files written in row groups of a chunk (the reader's unit).
+- ``python -m arena.bench only=scaling`` (256-row chunks, peak of 1x / 16x rows): prep 14.9 /
+  37.8 MB with neither, 7.8 / 13.4 MB with both and Arrow's pool chosen at import (inference
+  12.7 / 13.6 MB).
 
     return_freed_memory(64 * 1024)  # once, before reading; False where libc is not glibc
 """

@@ -5,6 +5,7 @@ read counts of every train and validation file reach ``summary.json``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,17 @@ def test_fixed_mmap_threshold_returns_freed_batches() -> None:
     assert not return_freed_memory(None)
     with pytest.raises(ValueError, match="positive"):
         return_freed_memory(0)
+
+
+def test_arrow_reads_through_the_system_allocator() -> None:
+    """Importing arena before pyarrow moves Arrow off mimalloc, whose pool the parquet reader
+    keeps using (and growing) after ``pa.set_memory_pool``; a user's own choice wins."""
+    probe = "import arena, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    backends = [
+        subprocess.run(
+            [sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for extra in ({}, {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"})
+    ]
+    assert backends == ["system", "jemalloc"]

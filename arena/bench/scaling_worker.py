@@ -151,7 +151,9 @@ class Pipeline:
             batch_size=64, max_tokens=self.tokens, rank=0, world=1,
         )  # fmt: skip
         self.ensemble = Ensemble([predictor])
-        self.out_dir = Path(tempfile.mkdtemp(prefix="arena-scaling-"))
+        # removed with the pipeline (or at exit)
+        self._out = tempfile.TemporaryDirectory(prefix="arena-scaling-")
+        self.out_dir = Path(self._out.name)
 
     def prepare(self, file: Path) -> Any:
         """Training-data preparation: token ids, lengths and labels of every row."""
