@@ -97,6 +97,10 @@ def train_run(cfg: DictConfig) -> float | None:
         for lg in loggers:
             lg.log_hyperparams({**scrub(to_container(cfg)), "git_commit": commit})
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        writer = _find(callbacks, OOFWriter)
+        if cfg.data.fold is not None and writer and writer.validated_step != trainer.global_step:
+            # max_steps stopped fit between validations: score the weights that are saved
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         summary = summarize(cfg, trainer, datamodule, callbacks) | {"git_commit": commit}
         weights = full_trainable_state(module.model)  # every rank: gathers FSDP shards
         if trainer.is_global_zero:

@@ -264,14 +264,19 @@ def test_siamese_training_steps_reduce_the_loss(kit: dict) -> None:
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_siamese_trains_end_to_end_and_predicts_its_oof(compose_in, tmp_path: Path) -> None:
+@pytest.mark.parametrize("max_steps", [3, 1], ids=["epoch_end", "mid_epoch"])
+def test_siamese_trains_end_to_end_and_predicts_its_oof(
+    max_steps: int, compose_in, tmp_path: Path
+) -> None:
+    """2 steps an epoch: max_steps=1 stops fit before any validation, and the run still scores
+    (and writes the OOF of) the weights it saves."""
     cfg = compose_in(
         [
             "experiment=quickstart",
             "model.model_factory.architecture=siamese",
             "data.synthetic.n=80",
             "data.budget.max_length=96",
-            "trainer.max_steps=3",
+            f"trainer.max_steps={max_steps}",
             "trainer.max_epochs=1",
             "logger=none",
         ]
@@ -279,6 +284,7 @@ def test_siamese_trains_end_to_end_and_predicts_its_oof(compose_in, tmp_path: Pa
     assert cfg.data.layout == "siamese"
     train_run(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["global_step"] == min(max_steps, 2) and "val/acc" in summary
     assert summary["val/swap_consistency"] == 1.0
     assert summary["val/log_loss_tta"] == pytest.approx(summary["val/log_loss"], abs=1e-6)
     oof = pd.read_parquet(tmp_path / "oof.parquet")

@@ -2,9 +2,9 @@
 
 After every validation run (not the sanity check; ``on_validation_end`` comes after the module
 has gathered its predictions) it computes per-language accuracy and whether the model collapsed to
-the class prior, warning when it did; at the end of fit it writes ``oof.parquet`` (``id``, ``fold``,
-``prob_model_a``, ``prob_model_b`` [, ``prob_tie``], ``label``, ``language``) into the run dir,
-atomically.
+the class prior, warning when it did, and notes the step it scored; at the end of fit (or of a
+``trainer.validate`` after it) it writes ``oof.parquet`` (``id``, ``fold``, ``prob_model_a``,
+``prob_model_b`` [, ``prob_tie``], ``label``, ``language``) into the run dir, atomically.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class OOFWriter(L.Callback):
     def __init__(self, output_dir: str, tta: bool = False):
         self.output_dir, self.tta = Path(output_dir), tta
         self.checks: dict[str, Any] = {}
+        self.validated_step: int | None = None  # global step of the last validation
 
     def _probs(self, pl_module: L.LightningModule) -> tuple[np.ndarray, np.ndarray] | None:
         pred = getattr(pl_module, "val_predictions", None)
@@ -45,6 +46,7 @@ class OOFWriter(L.Callback):
         got = self._probs(pl_module)
         if trainer.sanity_checking or got is None or not trainer.is_global_zero:
             return
+        self.validated_step = trainer.global_step
         index, probs = got
         val = trainer.datamodule.val_df.iloc[index]  # type: ignore[attr-defined]
         labels = val["label"].to_numpy()
@@ -57,6 +59,8 @@ class OOFWriter(L.Callback):
                 f"WARNING: validation predictions sit at the class prior (log loss {log_loss:.4f} "
                 f"vs prior {self.checks['prior_log_loss']:.4f}): the model learned nothing"
             )
+        if trainer.state.fn == "validate":
+            self.on_fit_end(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         got = self._probs(pl_module)
