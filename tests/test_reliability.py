@@ -175,7 +175,11 @@ def test_arrow_reads_through_the_system_allocator() -> None:
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     backends = [
         subprocess.run(
-            [sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True, check=True
+            [sys.executable, "-c", probe],
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         for extra in ({}, {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"})
     ]
