@@ -43,10 +43,12 @@ class OOFWriter(L.Callback):
         return index[order], pred[key].float().numpy()[order]
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        got = self._probs(pl_module)
-        if trainer.sanity_checking or got is None or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        self.validated_step = trainer.global_step
+        self.validated_step = trainer.global_step  # on every rank: all of them decide alike
+        got = self._probs(pl_module)
+        if got is None or not trainer.is_global_zero:
+            return
         index, probs = got
         val = trainer.datamodule.val_df.iloc[index]  # type: ignore[attr-defined]
         labels = val["label"].to_numpy()
