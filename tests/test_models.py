@@ -179,6 +179,16 @@ def test_config_overrides_reach_built_and_loaded_backbones(tmp_path: Path) -> No
     assert config.hidden_dropout_prob == 0.2
 
 
+def test_full_precision_weights_load_without_bitsandbytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bitsandbytes is needed for quantized backbones only (some GPU images lack it)
+    build_backbone(twin("bert"), cache_dir=tmp_path).save_pretrained(tmp_path / "saved")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    real = BackboneSpec(name="real", kind="encoder", path=str(tmp_path / "saved"))
+    assert build_backbone(real, cache_dir=tmp_path).config.model_type == "bert"
+
+
 def test_meta_gemma2_9b_has_the_real_parameter_count(cache_dir: Path) -> None:
     v, h, n_layers, inter, heads, kv, hd = 256000, 3584, 42, 14336, 16, 8, 256
     arch = {

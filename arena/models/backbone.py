@@ -186,7 +186,8 @@ def build_backbone(
     else:
         raise ValueError(f"backbone {spec.name!r} needs backbone.path or backbone.hf_id")
     model = _from_pretrained(spec, source, quantization, quant_storage, device_map)
-    disable_cpu_weight_repack(model)
+    if quantization != "none":
+        disable_cpu_weight_repack(model)
     return model
 
 
