@@ -186,8 +186,7 @@ def build_backbone(
     else:
         raise ValueError(f"backbone {spec.name!r} needs backbone.path or backbone.hf_id")
     model = _from_pretrained(spec, source, quantization, quant_storage, device_map)
-    if quantization != "none":
-        disable_cpu_weight_repack(model)
+    disable_cpu_weight_repack(model)
     return model
 
 

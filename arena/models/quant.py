@@ -10,6 +10,7 @@ stored_quantization(Path("ckpt/backbone"))  # "8bit" for a saved pre-quantized b
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -71,8 +72,12 @@ def disable_cpu_weight_repack(model: nn.Module) -> int:
     through the inference kernel (no autograd) and give wrong LoRA gradients. The switch is the
     instance attribute ``support_avx512bf16_for_cpu`` that ``Linear4bit.__init__`` sets from the
     CPU's features (``bitsandbytes/nn/modules.py``). Only CPU inference speed is given up.
+    A model holds 4-bit layers only if bitsandbytes was imported to build them, so it is not
+    imported here (full-precision models load where it is not installed).
     """
-    import bitsandbytes as bnb
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:
+        return 0
 
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     for layer in layers:
