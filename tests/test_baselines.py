@@ -47,6 +47,7 @@ SUMMARY_KEYS = {
     "train_seconds",
     "train_samples_per_second",
     "collapsed",
+    "beats_prior",
     "prior_log_loss",
     "acc_by_language",
     "experiment",

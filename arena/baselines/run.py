@@ -26,7 +26,7 @@ from arena.data.datamodule import check_trainable
 from arena.data.folds import read_folded
 from arena.data.schema import LABEL_NAMES, n_classes_of, report_totals
 from arena.io import write_json, write_parquet
-from arena.lit.metrics import collapse_check, make_metrics, per_group_accuracy
+from arena.lit.metrics import check_warning, collapse_check, make_metrics, per_group_accuracy
 from arena.runner import guard_run_dir
 from arena.tracking import git_commit, scrub
 
@@ -107,13 +107,9 @@ def baseline_run(cfg: DictConfig) -> float | None:
     model.fit(train, n_classes)
     seconds = time.perf_counter() - start
     probs, scores = evaluate(model, val)
-    if scores["collapsed"]:
-        log.warning(
-            "validation predictions sit at the class prior (log loss %.4f vs prior %.4f): "
-            "the baseline learned nothing",
-            scores["val/log_loss"],
-            scores["prior_log_loss"],
-        )
+    warning = check_warning(scores, scores["val/log_loss"])
+    if warning is not None:
+        log.warning(warning)
     summary = {
         **scores,
         **report,

@@ -1,10 +1,11 @@
 """Writes the validation fold's out-of-fold probabilities and whole-epoch checks.
 
 After every validation run (not the sanity check; ``on_validation_end`` comes after the module
-has gathered its predictions) it computes per-language accuracy and whether the model collapsed to
-the class prior, warning when it did, and notes the step it scored; at the end of fit (or of a
-``trainer.validate`` after it) it writes ``oof.parquet`` (``id``, ``fold``, ``prob_model_a``,
-``prob_model_b`` [, ``prob_tie``], ``label``, ``language``) into the run dir, atomically.
+has gathered its predictions) it computes per-language accuracy, whether the model collapsed to
+the class prior and whether it beats the prior's log loss (warning when not), and notes the step
+it scored; at the end of fit (or of a ``trainer.validate`` after it) it writes ``oof.parquet``
+(``id``, ``fold``, ``prob_model_a``, ``prob_model_b`` [, ``prob_tie``], ``label``, ``language``)
+into the run dir, atomically.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from arena.data.schema import LABEL_NAMES
 from arena.io import write_parquet
-from arena.lit.metrics import collapse_check, per_group_accuracy
+from arena.lit.metrics import check_warning, collapse_check, per_group_accuracy
 
 
 class OOFWriter(L.Callback):
@@ -56,11 +57,9 @@ class OOFWriter(L.Callback):
         log_loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean())
         by_language = per_group_accuracy(pred, labels, val["language"].to_numpy())
         self.checks = {**collapse_check(probs, labels, log_loss), "acc_by_language": by_language}
-        if self.checks["collapsed"]:
-            pl_module.print(
-                f"WARNING: validation predictions sit at the class prior (log loss {log_loss:.4f} "
-                f"vs prior {self.checks['prior_log_loss']:.4f}): the model learned nothing"
-            )
+        warning = check_warning(self.checks, log_loss)
+        if warning is not None:
+            pl_module.print(f"WARNING: {warning}")
         if trainer.state.fn == "validate":
             self.on_fit_end(trainer, pl_module)
 

@@ -7,6 +7,7 @@ Keys: ``val/acc``, ``val/log_loss`` (the LMSYS metric), ``val/auroc``, ``val/ece
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torchmetrics.classification import (
     MulticlassAUROC,
     MulticlassCalibrationError,
 )
+from torchmetrics.functional.classification import multiclass_auroc
 
 
 class LogLoss(MeanMetric):
@@ -45,24 +47,61 @@ def prior_entropy(labels: np.ndarray, n_classes: int) -> float:
 
 
 def collapse_check(
-    probs: np.ndarray, labels: np.ndarray, log_loss: float, tol: float = 0.005
+    probs: np.ndarray,
+    labels: np.ndarray,
+    log_loss: float,
+    tol: float = 0.005,
+    min_auroc: float = 0.55,
 ) -> dict[str, float | bool]:
-    """Did the model learn nothing? True when its predictions sit at the class prior.
+    """Did the model learn nothing, or only fail to beat the prior's log loss?
 
-    A run is flagged ``collapsed`` when the spread of its predicted probabilities is tiny
-    (std of every class probability < 0.01) or its log loss is within ``tol`` of the prior's
-    entropy (what always predicting the label frequencies scores).
+    ``beats_prior``: log loss at least ``tol`` below the prior's entropy (what always predicting
+    the label frequencies scores). ``collapsed`` (learned nothing): the predicted probabilities
+    barely vary (every class's std < 0.01), or the log loss does not beat the prior and the
+    predictions do not rank the classes either (macro one-vs-rest AUROC < ``min_auroc``; without
+    signal it is 0.5, with a std of ~0.015 on a thousand rows). A run that ranks well but is
+    overconfident is bad, not collapsed: ``beats_prior`` false, ``collapsed`` false.
 
     Args:
         probs: (n, C) predicted probabilities; labels: (n,) int.
     """
     prior = prior_entropy(labels, probs.shape[1])
     spread = float(probs.std(axis=0).max()) if len(probs) else 0.0
+    beats_prior = log_loss <= prior - tol
+    auroc = ranking_auroc(probs, labels)
     return {
-        "collapsed": bool(spread < 0.01 or log_loss > prior - tol),
+        "collapsed": bool(spread < 0.01 or (not beats_prior and not auroc >= min_auroc)),
+        "beats_prior": bool(beats_prior),
         "prior_log_loss": prior,
         "prob_spread": spread,
     }
+
+
+def ranking_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Macro one-vs-rest AUROC over the classes present in ``labels`` (NaN with fewer than 2)."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return float("nan")
+    per_class = multiclass_auroc(
+        torch.tensor(probs, dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.long),
+        probs.shape[1],
+        average=None,
+    )
+    return float(per_class[torch.from_numpy(present).long()].mean())
+
+
+def check_warning(checks: dict[str, Any], log_loss: float) -> str | None:
+    """The warning a run's :func:`collapse_check` result deserves, or None."""
+    versus = f"log loss {log_loss:.4f} vs prior {checks['prior_log_loss']:.4f}"
+    if checks["collapsed"]:
+        return f"validation predictions sit at the class prior ({versus}): nothing was learned"
+    if not checks["beats_prior"]:
+        return (
+            f"validation log loss does not beat the class prior's ({versus}) although the "
+            "predictions rank the classes: overconfident or miscalibrated"
+        )
+    return None
 
 
 def per_group_accuracy(
