@@ -68,9 +68,9 @@ def collapse_check(
     prior = prior_entropy(labels, probs.shape[1])
     spread = float(probs.std(axis=0).max()) if len(probs) else 0.0
     beats_prior = log_loss <= prior - tol
-    auroc = ranking_auroc(probs, labels)
+    ranks = ranking_auroc(probs, labels) >= min_auroc  # False when undefined (one class)
     return {
-        "collapsed": bool(spread < 0.01 or (not beats_prior and not auroc >= min_auroc)),
+        "collapsed": bool(spread < 0.01 or not (beats_prior or ranks)),
         "beats_prior": bool(beats_prior),
         "prior_log_loss": prior,
         "prob_spread": spread,
