@@ -56,6 +56,18 @@ def test_sorted_token_batches_match_one_by_one(predictors, table, name: str) -> 
     assert got.std(axis=0).max() > 0.02  # the test model does not predict a constant
 
 
+def test_max_length_replaces_the_training_budget(ckpts, table) -> None:
+    cache = ckpts["linear2"].parent / "cache"
+    trained = Predictor.from_checkpoint(ckpts["linear2"], cache_dir=cache)
+    short = Predictor.from_checkpoint(ckpts["linear2"], cache_dir=cache, max_length=96)
+    assert trained.formatter.budget.max_length == 160 and short.formatter.budget.max_length == 96
+    lengths, cut = trained.encode(table).lengths, short.encode(table).lengths
+    assert lengths.max() > 96 >= cut.max()
+    long_rows = lengths > 96
+    diff = np.abs(short.predict(table) - trained.predict(table)).max(axis=1)
+    assert (diff[long_rows] > 1e-4).all() and (diff[~long_rows] < 1e-5).all()
+
+
 @pytest.mark.parametrize("name", ["fusion2", "left3"])
 def test_full_tta_is_mean_with_swapped_back_prediction(predictors, table, name: str) -> None:
     p = predictors[name]

@@ -107,11 +107,23 @@ class Predictor:
 
     @classmethod
     def from_loaded(
-        cls, model: PreferenceModel, tokenizer: Any, config: dict[str, Any], **kw: Any
+        cls,
+        model: PreferenceModel,
+        tokenizer: Any,
+        config: dict[str, Any],
+        max_length: int | None = None,
+        **kw: Any,
     ) -> Predictor:
-        """Build from :func:`load_checkpoint` output; its config sections set the formatting."""
+        """Build from :func:`load_checkpoint` output; its config sections set the formatting.
+
+        Args:
+            max_length: tokens a sequence may hold, in place of the training budget's (a model
+                trained on short inputs can read long responses); the field split is kept.
+        """
         budget = _section(config, "data", "budget")
         budget["split"] = tuple(budget.get("split", Budget.split))
+        if max_length is not None:
+            budget["max_length"] = max_length
         norm = config.get("feature_normalizer")
         normalizer = FeatureNormalizer.from_dict(norm) if norm else None
         if int(config["model"].get("n_features") or 0) and normalizer is None:
