@@ -90,7 +90,7 @@ def load_ensemble(
                 autocast=autocast,
                 batch_size=cfg.batch_size,
                 max_tokens=cfg.max_tokens,
-                max_length=cfg.max_length,
+                max_length=cfg.get("max_length"),  # predict only; merge scores as trained
             )
         )
     weights = None if cfg.weights is None else [float(w) for w in _as_list(cfg.weights)]
