@@ -58,3 +58,26 @@ def register_resolvers() -> None:
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """Resolved plain-dict copy of a config (for summaries and checkpoints)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+#: What a CPU forces on a shipped experiment, and nothing else. The recipe-fidelity tests and
+#: ``python -m arena.pipeline twins=true`` run every GPU experiment with exactly these changes
+#: (made by :func:`cpu_overrides`); config key -> why.
+CPU_SUBSTITUTIONS: dict[str, str] = {
+    "backbone": "the tiny random twin of the backbone's family (backbone.twin), in the shipped "
+    "dtype: no weights can be downloaded, and a 9B-72B model does not fit a CPU",
+    "trainer.accelerator": "cpu: there is no GPU",
+    "trainer.devices": "1: one CPU process (DDP and FSDP over 2 CPU processes are tested apart)",
+}
+
+
+def cpu_overrides(cfg: DictConfig) -> list[str]:
+    """The Hydra overrides of :data:`CPU_SUBSTITUTIONS` for an experiment as composed: its
+    backbone's twin (in its dtype) unless it is its own, the CPU unless it runs there already."""
+    overrides = []
+    spec = cfg.backbone.spec
+    if cfg.backbone.twin != spec.name:
+        overrides += [f"backbone={cfg.backbone.twin}", f"backbone.spec.dtype={spec.dtype}"]
+    if cfg.trainer.accelerator != "cpu":
+        overrides += ["trainer.accelerator=cpu", "trainer.devices=1"]
+    return overrides

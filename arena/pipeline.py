@@ -6,6 +6,7 @@ Usage:
     make pipeline-smoke OUT=<dir>                       # the same
     python -m arena.pipeline recipe=lmsys_1st output_dir=<dir> data.train_file=train.csv \
         data.test_file=test.csv 'recipe.train_args=[hydra/launcher=submitit_slurm]'
+    python -m arena.pipeline recipe=lmsys_1st twins=true output_dir=<dir>   # on CPU, tiny twins
 
 Every stage is the command line a user would type (see :mod:`arena.stages`); rerunning the same
 command resumes. Writes ``<output_dir>/submission.csv`` and ``<output_dir>/summary.json`` with
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from arena.config import register_resolvers
+from arena.config import cpu_overrides, register_resolvers
 from arena.io import write_json
 from arena.stages import (
     Runner,
@@ -55,6 +57,11 @@ def _data_files(cfg: DictConfig, out: Path) -> tuple[Path, Path]:
     return Path(data.train_file).resolve(), Path(data.test_file).resolve()
 
 
+def _twin_args(experiment: str) -> list[str]:
+    """The overrides that run ``experiment`` on this CPU with its backbone's tiny twin."""
+    return cpu_overrides(compose("train", overrides=[f"experiment={experiment}"]))
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) every stage and write the submission and the summary."""
     out = Path(cfg.output_dir).resolve()
@@ -62,12 +69,13 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     train_file, test_file = _data_files(cfg, out)
     paths = {"log_dir": str(out / "logs"), "cache_dir": str(Path(cfg.paths.cache_dir).resolve())}
     run = Runner(out / "logs")
-    extra = list(recipe.train_args)
-    teachers = {
-        name: train_folds(run, name, recipe.n_folds, train_file, paths, extra)
-        for name in recipe.teachers
-    }
-    students = train_folds(run, recipe.student, recipe.n_folds, train_file, paths, extra)
+
+    def folds(experiment: str) -> list[Path]:
+        extra = [*(_twin_args(experiment) if cfg.twins else []), *recipe.train_args]
+        return train_folds(run, experiment, recipe.n_folds, train_file, paths, extra)
+
+    teachers = {name: folds(name) for name in recipe.teachers}
+    students = folds(recipe.student)
     common = [f"data.test_file={hydra_value(test_file)}",
               f"paths.cache_dir={hydra_value(paths['cache_dir'])}"]  # fmt: skip
     merged, predicted = out / "merged", out / "predict"
@@ -85,6 +93,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     predict_report = read_summary(predicted)
     summary = {
         "recipe": OmegaConf.to_container(recipe, resolve=True),
+        "twins": bool(cfg.twins),
         "teachers": {name: pooled(runs) for name, runs in teachers.items()},
         "students": per_fold(students),
         "merged": {k: merge_report.get(k) for k in

@@ -3,18 +3,23 @@
 The model is built on the meta device from the backbone's architecture numbers; memory and speed
 follow from counts:
 
-* weights: frozen parameters at the bytes of their quantization (nf4 ~0.5 B + double-quant
-  scales, int8 1 B, else the dtype), trained parameters in fp32; divided over the data-parallel
-  ranks under ``trainer=fsdp``;
+* weights: frozen linear weights at the bytes of their quantization (nf4 ~0.5 B + double-quant
+  scales, int8 1 B, else the dtype); the other frozen parameters (embeddings, norms, biases) at
+  the dtype, or fp32 when quantized (peft's ``prepare_model_for_kbit_training`` upcasts them);
+  trained parameters in fp32; divided over the data-parallel ranks under ``trainer=fsdp``;
 * gradients (fp32) and optimizer state (AdamW: 8 B per trained parameter, 8-bit AdamW: 2 B);
 * activations per layer and sample (Korthikanti et al. 2022, no sequence parallelism):
-  ``T·h·(34 + 5·a·T/h)`` bytes at 16-bit, or only the layer inputs ``2·T·h`` when activation
-  checkpointing recomputes the rest;
+  ``T·h·(34 + 5·a·T/h)`` bytes at 16-bit, or only the layer inputs (``T·h`` in the residual
+  stream's dtype: fp32 over a quantized base, whose embeddings are upcast) plus one layer's worth
+  when activation checkpointing recomputes the rest;
 * FLOPs per sample: forward ``F = 2·N·T`` (matmuls over non-embedding weights) ``+ 4·L·T²·d_attn``
   (scores and values); the backward pass costs ``F`` for activation gradients plus ``F`` times the
   trained share of the weights for weight gradients (so ~``2F`` in all for LoRA, ``3F`` for a full
   fine-tune), plus one forward more with activation checkpointing;
 * samples/s = MFU x peak FLOP/s x devices / training FLOPs per sample.
+
+The target hardware is the ``planner`` group (``conf/planner/*.yaml``, GPU experiments name
+theirs); the plan says whether the run fits its memory (``fits_device_memory``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -43,13 +49,15 @@ def _devices(cfg: DictConfig) -> int:
 
 
 def count_params(model: Any) -> dict[str, int]:
-    """Total, trained and embedding parameter counts."""
-    total = trained = embed = 0
+    """Total, trained, embedding and frozen-linear-weight parameter counts."""
+    counts = dict.fromkeys(("total", "trainable", "embedding", "frozen_linear"), 0)
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     for name, p in model.named_parameters():
-        total += p.numel()
-        trained += p.numel() if p.requires_grad else 0
-        embed += p.numel() if "embed" in name else 0
-    return {"total": total, "trainable": trained, "embedding": embed}
+        counts["total"] += p.numel()
+        counts["trainable"] += p.numel() if p.requires_grad else 0
+        counts["embedding"] += p.numel() if "embed" in name else 0
+        counts["frozen_linear"] += p.numel() if id(p) in linear and not p.requires_grad else 0
+    return counts
 
 
 def flops_per_sample(
@@ -76,12 +84,16 @@ def memory_gb(
     dtype: str,
 ) -> dict[str, float]:
     """Estimated peak memory per device, by part."""
-    frozen = counts["total"] - counts["trainable"]
     sharded = "FSDP" in str(cfg.trainer.get("strategy", ""))
     shard = devices if sharded else 1
     opt_bytes = 2.0 if "8bit" in str(cfg.optimizer._target_).lower() else 8.0
+    # a quantized base keeps its other frozen parameters (and so the residual stream) in fp32
+    other_bytes = BYTES["float32"] if quant != "none" else BYTES[dtype]
+    frozen_other = counts["total"] - counts["trainable"] - counts["frozen_linear"]
     weights = (
-        frozen * BYTES[quant if quant != "none" else dtype] + counts["trainable"] * 4
+        counts["frozen_linear"] * BYTES[quant if quant != "none" else dtype]
+        + frozen_other * other_bytes
+        + counts["trainable"] * 4
     ) / shard
     grads = counts["trainable"] * 4 / shard
     optim = counts["trainable"] * opt_bytes / shard
@@ -89,7 +101,7 @@ def memory_gb(
     h, a, L = arch["hidden_size"], arch["num_attention_heads"], arch["num_hidden_layers"]
     per_layer = seq * h * (34 + 5 * a * seq / h)
     ckpt = bool(cfg.backbone.spec.get("activation_checkpointing"))
-    acts = batch * ((2 * seq * h * L + per_layer) if ckpt else per_layer * L)
+    acts = batch * ((other_bytes * seq * h * L + per_layer) if ckpt else per_layer * L)
     parts = {"weights": weights, "gradients": grads, "optimizer": optim, "activations": acts}
     gb = {k: v / 2**30 for k, v in parts.items()}
     gb["total"] = sum(gb.values()) * 1.1  # allocator fragmentation and workspace
@@ -134,6 +146,8 @@ def plan_run(cfg: DictConfig) -> dict[str, Any]:
     }
     plan["est_samples_per_second"] = p.mfu * p.peak_flops * devices / flops["train"]
     plan["est_inference_samples_per_second"] = p.mfu * p.peak_flops * devices / flops["forward"]
+    plan["target"] = f"{devices} x {p.device}"
+    plan["device_memory_gb"] = float(p.memory_gb)
     plan["fits_device_memory"] = plan["memory_per_device_gb"]["total"] <= p.memory_gb
     write_json(Path(cfg.paths.output_dir) / "plan.json", plan)
     print(_table(plan))  # noqa: T201 - the CLI's output
@@ -152,5 +166,7 @@ def _table(plan: dict[str, Any]) -> str:
         f"{plan['flops_per_sample_forward'] / 1e12:.2f} TFLOP forward (T={plan['seq_len']})",
         f"  est. {plan['est_samples_per_second']:.2f} samples/s training at MFU {plan['mfu']} of "
         f"{plan['device']} ({plan['device_peak_flops'] / 1e12:.0f} TFLOP/s)",
+        f"  {'fits' if plan['fits_device_memory'] else 'DOES NOT FIT'} on {plan['target']}: "
+        f"{mem['total']:.1f} of {plan['device_memory_gb']:.0f} GB per device",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from arena.callbacks import OOFWriter, Throughput
 from arena.config import to_container
+from arena.data.teachers import pin_teachers
 from arena.distributed import full_trainable_state
 from arena.io import write_json
 from arena.models import load_tokenizer, save_checkpoint
@@ -59,6 +60,8 @@ def summarize(
         summary.update(tp.summary())
     if (oof := _find(callbacks, OOFWriter)) is not None:
         summary.update(oof.checks)
+    if datamodule.teachers:
+        summary["teachers"] = {t.name: list(t.files) for t in datamodule.teachers}
     return summary
 
 
@@ -84,9 +87,12 @@ def train_run(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.backbone.spec)
     tokenizer = load_tokenizer(spec, Path(cfg.paths.cache_dir))
+    # a resumed run reads the teacher files its start read, whatever sweeps appeared since
+    teachers = [instantiate(t) for t in cfg.data.teachers]
+    teachers = teachers and pin_teachers(teachers, out / "teachers.json", cfg.ckpt_path is not None)
     # objects pass through a partial: instantiate() would turn a dataclass kwarg into a config
     datamodule = instantiate(cfg.data, _partial_=True)(
-        tokenizer=tokenizer, template=instantiate(cfg.backbone.template)
+        tokenizer=tokenizer, template=instantiate(cfg.backbone.template), teachers=teachers
     )
     module = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -2,13 +2,17 @@
 
 A teacher is a name, one or more parquet/csv files with columns ``id, prob_model_a, prob_model_b
 [, prob_tie]`` (the ``oof.parquet`` of each of its fold runs) and a weight in the distillation loss.
+Its files are listed (``files``) or are those of one sweep of its fold runs (``runs``: a sweep dir,
+or a glob of sweep dirs of which the newest is read). A training run pins what it read in its run
+dir (:func:`pin_teachers`), so a later sweep of the teacher never changes a run being resumed.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ import pyarrow as pa
 from arena.data.labels import soft_labels
 from arena.data.schema import LABEL_NAMES, DataError
 from arena.data.validate import describe, is_blank, row_error
+from arena.io import write_json
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABEL_NAMES)
 
@@ -30,11 +35,15 @@ class Teacher:
         name: label used in logs and loss parts.
         files: its probability files (typically one ``oof.parquet`` per fold); glob patterns
             are expanded, and a pattern that matches nothing is an error.
+        runs: instead of ``files``: a Hydra sweep dir of the teacher's fold runs, whose
+            ``*/oof.parquet`` are read; a glob pattern (``.../teacher_x/multirun_*``) reads the
+            sweep whose name sorts last, i.e. the latest started (``multirun_<start time>``).
         weight: weight of its KL and cosine terms.
     """
 
     name: str
     files: Sequence[str] = field(default_factory=tuple)
+    runs: str | None = None
     weight: float = 1.0
 
 
@@ -93,13 +102,44 @@ def _check_unique(table: pd.DataFrame) -> None:
         first = table[table["id"] == second["id"]].iloc[0]
         msg = (
             f"expected each id once per teacher; id {second['id']!r} appears again, first in "
-            f"{first['_file']}, row {first['_row']}"
+            f"{first['_file']}, row {first['_row']} (two runs of one fold, e.g. a sweep over "
+            "other settings too: list the runs to read in the teacher's files)"
         )
         raise row_error(second["_file"], int(second["_row"]), "id", msg)
 
 
+def newest_sweep(teacher: Teacher) -> Path:
+    """The sweep dir ``teacher.runs`` names; of several a glob matches, the one whose name sorts
+    last (Hydra names sweeps ``multirun_<start time>``: the latest started).
+
+    Raises:
+        DataError: nothing matches.
+    """
+    assert teacher.runs is not None
+    if not glob.has_magic(teacher.runs):
+        sweeps = [Path(teacher.runs)] if Path(teacher.runs).is_dir() else []
+    else:
+        sweeps = sorted((Path(p) for p in glob.glob(teacher.runs) if Path(p).is_dir()),
+                        key=lambda p: p.name)  # fmt: skip
+    if not sweeps:
+        msg = f"expected a sweep dir of teacher {teacher.name!r}'s fold runs; none found"
+        raise DataError(teacher.runs, None, "*", msg)
+    return sweeps[-1]
+
+
 def expand(teacher: Teacher) -> list[str]:
-    """The teacher's files with glob patterns expanded (sorted)."""
+    """The teacher's files: ``files`` with glob patterns expanded (sorted), or the
+    ``oof.parquet`` of every run of its newest sweep (:func:`newest_sweep`)."""
+    if teacher.runs is not None:
+        if teacher.files:
+            msg = f"teacher {teacher.name!r}: give its files or its runs, not both"
+            raise DataError(teacher.runs, None, "files", msg)
+        sweep = newest_sweep(teacher)
+        found = sorted(str(p) for p in sweep.glob("*/oof.parquet"))
+        if not found:
+            msg = f"expected */oof.parquet of teacher {teacher.name!r}'s finished fold runs"
+            raise DataError(str(sweep), None, "*", msg)
+        return found
     paths: list[str] = []
     for pattern in teacher.files:
         if glob.has_magic(pattern):
@@ -111,6 +151,27 @@ def expand(teacher: Teacher) -> list[str]:
         else:
             paths.append(pattern)
     return paths
+
+
+def pin_teachers(teachers: Sequence[Teacher], record: Path, resume: bool) -> list[Teacher]:
+    """The teachers with their files resolved, as ``record`` (a run dir's ``teachers.json``) keeps
+    them: a run resumed (``resume``) reads the files its start read, whatever sweeps appeared
+    since; a new run resolves them anew and writes ``record``.
+
+    Raises:
+        ValueError: a resumed run names other teachers than its start did.
+    """
+    if resume and record.is_file():
+        saved: dict[str, list[str]] = json.loads(record.read_text())
+        if [t.name for t in teachers] != list(saved):
+            raise ValueError(
+                f"{record} pins teachers {list(saved)}, the config names "
+                f"{[t.name for t in teachers]}: resume with the teachers the run started with"
+            )
+        return [replace(t, files=tuple(saved[t.name]), runs=None) for t in teachers]
+    pinned = [replace(t, files=tuple(expand(t)), runs=None) for t in teachers]
+    write_json(record, {t.name: list(t.files) for t in pinned})
+    return pinned
 
 
 def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.ndarray:
@@ -140,7 +201,8 @@ def load_teacher(teacher: Teacher, ids: Sequence[str], n_classes: int) -> np.nda
             None,
             "id",
             f"expected probabilities for every training id: {len(missing)} of {len(wanted)} "
-            f"missing for teacher {teacher.name!r} (e.g. {list(missing[:3])})",
+            f"missing for teacher {teacher.name!r} (e.g. {list(missing[:3])}); were its folds "
+            "made from the same files and data.n_folds, and did every fold run finish?",
         )
     return table.loc[wanted, list(PROB_COLUMNS[:n_classes])].to_numpy(dtype=np.float32)
 

@@ -118,6 +118,11 @@ class ClassifierModule(L.LightningModule):
         if self.model is not None:
             return
         model = self.model_factory()
+        # trained weights and so their optimizer state in fp32 over a bf16 or k-bit base: an
+        # lr-sized update to a bf16 weight (8 bits of mantissa) rounds away
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
         if self.init_from is not None:
             load_trainable_state_dict(model, read_trainable(self.init_from))
         if self.device_mesh is not None:
@@ -125,6 +130,19 @@ class ClassifierModule(L.LightningModule):
                 raise ValueError("trainer=fsdp needs backbone.spec.decoder_layer")
             shard_model(model, self.device_mesh["data_parallel"], self.shard_layer)
         self.model = model.train()  # from_pretrained returns eval mode: dropout would stay off
+
+    def on_fit_start(self) -> None:
+        """Refuse a precision that stores the trained weights in 16 bits (``bf16-true``,
+        ``16-true`` cast the whole module after :meth:`configure_model`)."""
+        half = [
+            n for n, p in self.named_parameters() if p.requires_grad and p.dtype != torch.float32
+        ]
+        if half:
+            raise ValueError(
+                f"trainer.precision={self.trainer.precision} stores the trained weights in 16 bits "
+                f"(e.g. {half[0]}), where updates smaller than 1/256 of a weight round away: use "
+                "trainer.precision=bf16-mixed (bf16 compute, fp32 trained weights)"
+            )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """(B or 2B, C) float32 logits."""
