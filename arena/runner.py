@@ -104,7 +104,11 @@ def train_run(cfg: DictConfig) -> float | None:
             lg.log_hyperparams({**scrub(to_container(cfg)), "git_commit": commit})
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         writer = _find(callbacks, OOFWriter)
-        if cfg.data.fold is not None and writer and writer.validated_step != trainer.global_step:
+        if (
+            datamodule.val_set is not None
+            and writer
+            and writer.validated_step != trainer.global_step
+        ):
             # max_steps stopped fit between validations: score the weights that are saved
             trainer.validate(module, datamodule=datamodule, verbose=False)
         summary = summarize(cfg, trainer, datamodule, callbacks) | {"git_commit": commit}

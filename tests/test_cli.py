@@ -85,7 +85,8 @@ def test_two_fold_multirun_covers_rows_once(tmp_path: Path) -> None:
 
 
 LORA = ["+model.model_factory.lora={r: 4, alpha: 8, dropout: 0.0}"]
-TWO_CPU = ["trainer.accelerator=cpu", "trainer.precision=32-true", *SMALL]
+# the trainers' own precision (bf16-mixed) over a bf16 base, as the GPU recipes run
+TWO_CPU = ["trainer.accelerator=cpu", "backbone.spec.dtype=bfloat16", *SMALL]
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,8 @@ def test_two_process_cpu(trainer: str, extra: list[str], tmp_path: Path) -> None
     assert summary["n_val"] > 0
     weights = load_file(run / "checkpoints" / "final" / "trainable.safetensors")
     assert weights and all(v.abs().sum() > 0 for v in weights.values())
+    # FSDP2 shards units that mix bf16 frozen and fp32 trained weights; both keep fp32 training
+    assert {v.dtype for v in weights.values()} == {torch.float32}
     if extra:  # LoRA under FSDP: only the adapters and the head were gathered and saved
         assert all("lora_" in k or k.startswith("head.") for k in weights)
 

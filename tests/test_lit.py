@@ -15,7 +15,7 @@ import torch
 from arena.data import Budget, PreferenceDataModule, Teacher, Template
 from arena.data.schema import DataError
 from arena.data.synthetic import make_synthetic
-from arena.data.teachers import load_teachers
+from arena.data.teachers import load_teachers, pin_teachers
 from arena.lit import ClassifierModule, DistillModule
 from arena.lit.classifier import swap_probs_t
 from arena.losses import DistillLoss
@@ -238,3 +238,78 @@ def test_fused_adamw_clips_under_bf16_mixed(setup, tmp_path: Path) -> None:
     fit = trainer(tmp_path, precision="bf16-mixed", gradient_clip_val=1e-3, max_steps=3)
     fit.fit(student, datamodule=make_dm(tok, tmp_path))
     assert len(norms) == 3 and max(norms) <= 1e-3 * (1 + 1e-3)
+
+
+def test_small_updates_survive_in_fp32_trained_weights(setup, tmp_path: Path) -> None:
+    """Over a bf16 base, LoRA and head train in fp32 under bf16-mixed: a few steps at the
+    teachers' lr 5e-5 move every LoRA weight, by amounts that bf16 storage (8 bits of mantissa:
+    a step of 2^-10 near 0.125) would round away. bf16-true, which casts them, is refused."""
+    tok, _, _ = setup
+    spec = BackboneSpec(**{**SPEC.to_dict(), "dtype": "bfloat16"})
+    factory = partial(build_preference_model, spec, n_classes=2, cache_dir=tmp_path,
+                      lora={"r": 4, "alpha": 8, "dropout": 0.0})  # fmt: skip
+    optimizer = partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.0)
+    clf = ClassifierModule(factory, optimizer, n_classes=2)
+    clf.configure_model()
+    assert {p.dtype for p in clf.model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    lora = {n: p.detach().clone() for n, p in clf.model.named_parameters() if "lora_A" in n}
+    trainer(tmp_path, precision="bf16-mixed", max_steps=3).fit(
+        clf, datamodule=make_dm(tok, tmp_path)
+    )
+    params = dict(clf.model.named_parameters())
+    assert {p.dtype for p in params.values() if p.requires_grad} == {torch.float32}
+    before = torch.cat([v.flatten() for v in lora.values()])
+    after = torch.cat([params[n].detach().flatten() for n in lora])
+    assert (after != before).float().mean() > 0.99  # fp32 keeps them
+    kept_in_bf16 = (after.bfloat16() != before.bfloat16()).float().mean()
+    assert kept_in_bf16 < 0.2  # bf16 storage would lose most of them
+
+    with pytest.raises(ValueError, match="bf16-mixed"):
+        refused = ClassifierModule(factory, optimizer, n_classes=2)
+        trainer(tmp_path, precision="bf16-true", max_steps=1).fit(refused, make_dm(tok, tmp_path))
+
+
+def test_a_full_fine_tune_of_a_bf16_backbone_trains_fp32_weights(tmp_path: Path) -> None:
+    spec = BackboneSpec(**{**SPEC.to_dict(), "dtype": "bfloat16"})
+    factory = partial(build_preference_model, spec, n_classes=2, cache_dir=tmp_path)
+    clf = ClassifierModule(factory, partial(torch.optim.AdamW), n_classes=2)
+    clf.configure_model()
+    assert {p.dtype for p in clf.model.parameters()} == {torch.float32}
+
+
+def test_teacher_runs_read_the_newest_sweep_and_resumes_keep_theirs(setup, tmp_path: Path) -> None:
+    _, df, files = setup
+    ids = df["id"].tolist()
+    store = tmp_path / "teacher_x"
+    for k, name in enumerate(["multirun_2026-12-01_09-00-00", "multirun_2026-12-02_08-00-00"]):
+        for fold in range(2):
+            (store / name / f"{fold}_fold{fold}").mkdir(parents=True)
+            half = pd.read_parquet(files[k]).iloc[fold * 48 : (fold + 1) * 48]
+            half.to_parquet(store / name / f"{fold}_fold{fold}" / "oof.parquet")
+    teacher = Teacher("x", runs=str(store / "multirun_*"))
+    record = tmp_path / "run" / "teachers.json"
+    (pinned,) = pin_teachers([teacher], record, resume=False)
+    assert all("2026-12-02" in f for f in pinned.files) and len(pinned.files) == 2
+    newest = load_teachers([pinned], ids, 2)[:, 0]
+    assert np.allclose(newest, load_teachers([Teacher("t", [files[1]])], ids, 2)[:, 0])
+
+    later = store / "multirun_2026-12-03_07-00-00" / "0_fold0"  # a rerun of one fold
+    later.mkdir(parents=True)
+    pd.read_parquet(files[0]).iloc[:48].to_parquet(later / "oof.parquet")
+    (resumed,) = pin_teachers([teacher], record, resume=True)
+    assert resumed.files == pinned.files  # a resumed run reads what its start read
+    (fresh,) = pin_teachers([teacher], record, resume=False)
+    with pytest.raises(DataError, match="48 of 96 missing .* did every fold run finish"):
+        load_teachers([fresh], ids, 2)
+    with pytest.raises(ValueError, match="pins teachers"):
+        pin_teachers([Teacher("y", runs=teacher.runs)], record, resume=True)
+
+    sweep = store / "multirun_2026-12-04_07-00-00"  # a sweep over the lr as well: 2 runs a fold
+    for run in ("0_fold0", "1_fold0"):
+        (sweep / run).mkdir(parents=True)
+        pd.read_parquet(files[0]).to_parquet(sweep / run / "oof.parquet")
+    (swept,) = pin_teachers([teacher], record, resume=False)
+    with pytest.raises(DataError, match="two runs of one fold"):
+        load_teachers([swept], ids, 2)
+    with pytest.raises(DataError, match="none found"):
+        pin_teachers([Teacher("z", runs=str(tmp_path / "absent_*"))], record, resume=False)

@@ -1,4 +1,5 @@
-"""The Hydra application: every experiment composes, instantiates and plans offline."""
+"""The Hydra application: every experiment composes and plans offline, and each GPU experiment
+fits the hardware it names (its run on CPU: tests/test_recipe_fidelity.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from hydra.utils import instantiate
 from arena.plan import plan_run
 from tests.conftest import EXPERIMENTS
 
-TWIN = {"gemma2": "tiny_gemma2", "qwen2": "tiny_qwen2", "llama": "tiny_llama", "bert": "minilm"}
-
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_plans_offline(experiment: str, compose_in, tmp_path: Path) -> None:
@@ -24,40 +23,20 @@ def test_every_experiment_plans_offline(experiment: str, compose_in, tmp_path: P
     assert plan["memory_per_device_gb"]["total"] > 0
     assert plan["flops_per_sample"] > plan["flops_per_sample_forward"] > 0
     assert plan["est_samples_per_second"] > 0
+    need, have = plan["memory_per_device_gb"]["total"], saved["device_memory_gb"]
+    assert saved["fits_device_memory"] == (need <= have)
+    if cfg.trainer.accelerator == "gpu":  # a GPU experiment fits the hardware it names
+        assert saved["fits_device_memory"], f"{experiment}: {need:.1f} GB on {saved['target']}"
 
 
 def test_plan_numbers_for_gemma2_9b(compose_in) -> None:
     plan = plan_run(compose_in(["experiment=classifier_gemma9b_qlora", "plan=true"]))
     assert 9.1e9 < plan["params_total"] < 9.4e9  # gemma-2-9b: 9.24B with embeddings
     assert plan["params_trainable"] < 0.01 * plan["params_total"]  # LoRA + head only
-    # 4-bit weights of 9B params: ~5 GB, far below the bf16 18 GB
-    assert 3 < plan["memory_per_device_gb"]["weights"] < 8
-
-
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_instantiates_with_a_twin(experiment: str, compose_in) -> None:
-    cfg = compose_in([f"experiment={experiment}"])
-    family = cfg.backbone.spec.arch.model_type
-    overrides = [
-        f"experiment={experiment}",
-        f"backbone={TWIN[family]}",
-        "trainer=cpu",
-        "logger=csv",
-        "data.train_files=[]",
-        "data.teachers=[]",
-        "model.model_factory.quantization=none",
-        "data.batch_size=2",
-    ]
-    if "distill" in experiment:
-        overrides.append("model.loss.n_teachers=0")
-    cfg = compose_in(overrides)
-    module = instantiate(cfg.model)
-    module.configure_model()
-    assert module.model is not None
-    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
-    assert trainer.max_epochs == cfg.trainer.max_epochs
-    spec = instantiate(cfg.backbone.spec)
-    assert spec.name == cfg.backbone.spec.name
+    # 4-bit linear weights (~4 GB) + the embeddings peft upcasts to fp32 (0.92 B x 4 B): far
+    # below the bf16 18 GB
+    assert 6.5 < plan["memory_per_device_gb"]["weights"] < 8.5
+    assert plan["target"] == "8 x A100-SXM-80GB" and plan["fits_device_memory"]
 
 
 @pytest.mark.parametrize("launcher", ["local", "joblib", "submitit_slurm"])

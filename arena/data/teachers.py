@@ -162,15 +162,15 @@ def pin_teachers(teachers: Sequence[Teacher], record: Path, resume: bool) -> lis
         ValueError: a resumed run names other teachers than its start did.
     """
     if resume and record.is_file():
-        saved: dict[str, list[str]] = json.loads(record.read_text())
-        if [t.name for t in teachers] != list(saved):
+        saved = json.loads(record.read_text())["teachers"]
+        if [t.name for t in teachers] != [s["name"] for s in saved]:
             raise ValueError(
-                f"{record} pins teachers {list(saved)}, the config names "
+                f"{record} pins teachers {[s['name'] for s in saved]}, the config names "
                 f"{[t.name for t in teachers]}: resume with the teachers the run started with"
             )
-        return [replace(t, files=tuple(saved[t.name]), runs=None) for t in teachers]
+        return [replace(t, files=tuple(s["files"]), runs=None) for t, s in zip(teachers, saved)]
     pinned = [replace(t, files=tuple(expand(t)), runs=None) for t in teachers]
-    write_json(record, {t.name: list(t.files) for t in pinned})
+    write_json(record, {"teachers": [{"name": t.name, "files": list(t.files)} for t in pinned]})
     return pinned
 
 
