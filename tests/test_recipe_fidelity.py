@@ -243,7 +243,8 @@ def test_distillation_reads_the_newest_teacher_sweep_and_keeps_it_on_resume(
     second = sweep("teacher_tiny_llama", "2026-12-02_09-00-00")  # a rerun of the teacher
     run_dir = tmp_path / "student"
     args = ["experiment=distill_tiny_qwen2", f"data.train_files=[{train}]", "trainer.max_steps=2",
-            f"paths.log_dir={logs}", f"hydra.run.dir={run_dir}", f"paths.cache_dir={cache}"]  # fmt: skip
+            f"paths.log_dir={logs}", f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={cache}"]  # fmt: skip
     run("arena.train", args)
     read = json.loads((run_dir / "summary.json").read_text())["teachers"]
     assert [Path(f).parents[1] for f in read["teacher_tiny_llama"]] == [second]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from arena.bench.common import REPO_ROOT, Settings
@@ -136,9 +137,11 @@ class ModelKit:
 
 
 def backbone_conf(name: str) -> tuple[BackboneSpec, Template]:
-    """Spec and template of ``conf/backbone/<name>.yaml`` (resolvers included)."""
+    """Spec and template of ``conf/backbone/<name>.yaml`` as Hydra composes it (its family base
+    and resolvers included)."""
     register_resolvers()
-    cfg = OmegaConf.load(REPO_ROOT / "conf" / "backbone" / f"{name}.yaml")
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(f"backbone/{name}").backbone
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     strip = lambda d: {k: v for k, v in d.items() if not k.startswith("_")}  # noqa: E731

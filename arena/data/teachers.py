@@ -168,7 +168,8 @@ def pin_teachers(teachers: Sequence[Teacher], record: Path, resume: bool) -> lis
                 f"{record} pins teachers {[s['name'] for s in saved]}, the config names "
                 f"{[t.name for t in teachers]}: resume with the teachers the run started with"
             )
-        return [replace(t, files=tuple(s["files"]), runs=None) for t, s in zip(teachers, saved)]
+        pairs = zip(teachers, saved, strict=True)
+        return [replace(t, files=tuple(s["files"]), runs=None) for t, s in pairs]
     pinned = [replace(t, files=tuple(expand(t)), runs=None) for t in teachers]
     write_json(record, {"teachers": [{"name": t.name, "files": list(t.files)} for t in pinned]})
     return pinned
