@@ -22,6 +22,7 @@ Saving is atomic (write a sibling temp dir, then rename it into place); loading 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import shutil
@@ -123,6 +124,8 @@ def load_checkpoint(
         raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
     config = yaml.safe_load((directory / CONFIG_FILE).read_text())
     spec = BackboneSpec.from_dict(_local_path(config["backbone"], directory))
+    # a loaded checkpoint scores: recomputing activations only serves training's backward
+    spec = dataclasses.replace(spec, activation_checkpointing=False)
     kwargs = _model_kwargs(config["model"])
     if quantization is not None:
         kwargs["quantization"] = quantization
