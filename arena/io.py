@@ -52,3 +52,9 @@ def write_parquet(path: str | Path, df: pd.DataFrame) -> None:
     """Write a parquet file atomically."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def finished_run(run_dir: str | Path) -> bool:
+    """A training run dir whose ``summary.json`` says it finished (not interrupted)."""
+    path = Path(run_dir) / "summary.json"
+    return path.is_file() and json.loads(path.read_text()).get("status") != "interrupted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from arena.callbacks import OOFWriter, Throughput
+from arena.callbacks import OOFWriter, Throughput, TrainingInterrupted
 from arena.config import to_container
 from arena.data.teachers import pin_teachers
 from arena.distributed import full_trainable_state
-from arena.io import write_json
+from arena.io import finished_run, write_json
 from arena.models import load_tokenizer, save_checkpoint
 from arena.plan import plan_run
 from arena.tracking import close, git_commit, log_oof, make_loggers, scrub
@@ -28,7 +29,7 @@ __all__ = ["plan_run", "train_run"]
 
 def guard_run_dir(output_dir: Path, ckpt_path: str | None) -> None:
     """Refuse to write into a finished run unless resuming it (``ckpt_path=last``)."""
-    if (output_dir / "summary.json").exists() and ckpt_path is None:
+    if finished_run(output_dir) and ckpt_path is None:
         raise FileExistsError(
             f"{output_dir} holds a finished run (summary.json); choose another hydra.run.dir "
             "or resume it with ckpt_path=last"
@@ -47,6 +48,7 @@ def summarize(
         k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")
     }
     summary.update(
+        status="finished",
         experiment=cfg.experiment_name,
         seed=cfg.seed,
         fold=cfg.data.fold,
@@ -80,6 +82,22 @@ def _checkpoint_config(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     }
 
 
+def _interrupted(
+    cfg: DictConfig, trainer: L.Trainer, stop: TrainingInterrupted, commit: str | None
+) -> dict[str, Any]:
+    """``summary.json`` of a run stopped by a signal: what a resume needs to know."""
+    return {
+        "status": "interrupted",
+        "signal": signal.Signals(stop.signum).name,
+        "checkpoint": str(stop.checkpoint),
+        "experiment": cfg.experiment_name,
+        "fold": cfg.data.fold,
+        "seed": cfg.seed,
+        "global_step": trainer.global_step,
+        "git_commit": commit,
+    }
+
+
 def train_run(cfg: DictConfig) -> float | None:
     """Fit one run and write its artifacts; returns ``cfg.optimized_metric``."""
     out = Path(cfg.paths.output_dir)
@@ -99,10 +117,16 @@ def train_run(cfg: DictConfig) -> float | None:
     loggers = make_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     commit = git_commit(cfg.paths.root_dir)
+    failed = True
     try:
         for lg in loggers:
             lg.log_hyperparams({**scrub(to_container(cfg)), "git_commit": commit})
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        except TrainingInterrupted as stop:
+            if trainer.is_global_zero:
+                write_json(out / "summary.json", _interrupted(cfg, trainer, stop, commit))
+            raise
         writer = _find(callbacks, OOFWriter)
         if (
             datamodule.val_set is not None
@@ -122,7 +146,8 @@ def train_run(cfg: DictConfig) -> float | None:
                 log_oof(loggers, oof, np.asarray(labels))
             write_json(out / "summary.json", scrub(summary))
             log.info("summary: %s", {k: v for k, v in summary.items() if k.startswith("val/")})
+        failed = False
     finally:
-        close(loggers)
+        close(loggers, failed)
     metric = summary.get(cfg.optimized_metric)
     return None if metric is None else float(metric)

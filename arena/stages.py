@@ -28,7 +28,7 @@ from typing import Any
 
 from arena.data.synthetic import make_synthetic
 from arena.data.writers import write_pairs
-from arena.io import atomic_path
+from arena.io import atomic_path, finished_run
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def train_folds(
     skipped, unfinished ones resume from their ``last.ckpt``. Returns the fold run dirs."""
     sweep = sweep_dir(Path(paths["log_dir"]), experiment)
     runs = [sweep / f"fold{k}" for k in range(n_folds)]
-    missing = [str(k) for k, r in enumerate(runs) if not (r / "summary.json").exists()]
+    missing = [str(k) for k, r in enumerate(runs) if not finished_run(r)]
     if missing:
         run(
             f"train_{experiment}",

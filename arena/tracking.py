@@ -96,11 +96,11 @@ def log_oof(loggers: list[Logger], oof: pd.DataFrame, labels: np.ndarray) -> Non
         )
 
 
-def close(loggers: list[Logger]) -> None:
-    """Finish every logger, W&B included, even after an error."""
+def close(loggers: list[Logger], failed: bool = False) -> None:
+    """Finish every logger, W&B included (with exit code 1 when ``failed``), even after an error."""
     for lg in loggers:
-        lg.finalize("success")
+        lg.finalize("failed" if failed else "success")
         if isinstance(lg, WandbLogger):
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)

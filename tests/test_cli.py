@@ -201,17 +201,31 @@ def test_optuna_sweep_uses_the_returned_metric(tmp_path: Path) -> None:
     assert len(list(sweep.glob("*/summary.json"))) == 2
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    """Kill a run hard mid-epoch, rerun with ckpt_path=last: same final metrics as no kill."""
-    args = [
-        *SMALL,
-        "data.synthetic.n=480",
-        "trainer.max_epochs=2",
-        "callbacks.model_checkpoint.every_n_epochs=null",
-        "callbacks.model_checkpoint.every_n_train_steps=3",
-    ]
-    train([f"hydra.run.dir={tmp_path / 'reference'}", *args], tmp_path)
-    run = tmp_path / "killed"
+RESUMABLE = [
+    *SMALL,
+    "data.synthetic.n=480",
+    "trainer.max_epochs=2",
+    "callbacks.model_checkpoint.every_n_epochs=null",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    train([f"hydra.run.dir={tmp_path / 'run'}", *RESUMABLE], tmp_path)
+    return json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_signal_then_resume_matches_an_uninterrupted_run(
+    signum: int, uninterrupted: dict, tmp_path: Path
+) -> None:
+    """Stop a run mid-epoch, rerun with ckpt_path=last: same final metrics as no stop. SIGTERM
+    (SIGINT alike) stops it at the next step with a checkpoint, an interrupted summary and exit
+    status 143; SIGKILL leaves the last periodic checkpoint."""
+    args = RESUMABLE
+    run = tmp_path / "stopped"
     env = {**os.environ, "WANDB_MODE": "offline"}
     cmd = [
         sys.executable,
@@ -229,13 +243,23 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
         time.sleep(0.2)
         with contextlib.suppress(Exception):
             step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "summary.json").exists(), "the run ended before it could be killed"
+    proc.send_signal(signum)
+    code = proc.wait()
     assert 24 < step < 48
+    if signum == signal.SIGKILL:
+        assert not (run / "summary.json").exists(), "the run ended before it could be killed"
+    else:
+        assert code == 128 + signum
+        stopped = json.loads((run / "summary.json").read_text())
+        assert (
+            stopped["status"] == "interrupted" and stopped["signal"] == signal.Signals(signum).name
+        )
+        saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+        assert saved == stopped["global_step"] >= step  # saved at the stop, not 3 steps before
     train([f"hydra.run.dir={run}", *args, "ckpt_path=last"], tmp_path)
     got = json.loads((run / "summary.json").read_text())
-    want = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    want = uninterrupted
+    assert got["status"] == "finished"
     assert got["global_step"] == want["global_step"] == 48
     for key in ("val/acc", "val/log_loss", "val/acc_tta", "val/swap_consistency"):
         assert abs(got[key] - want[key]) < 1e-6, (key, got[key], want[key])
