@@ -35,6 +35,22 @@ def _cwd() -> str:
     return os.getcwd()
 
 
+def _launcher(key: str, default: Any) -> Any:
+    """``hydra.launcher.<key>`` of the running Hydra job, else ``default`` (no job, a launcher
+    without that key such as basic or joblib, or a null value). The trainer's ``num_nodes`` and
+    ``devices`` follow the submitit launcher's ``nodes`` and ``gpus_per_node`` (the SLURM
+    allocation, which Lightning checks them against) through it, so that they are set in one
+    place. A job's config has no ``hydra`` node (no ``${hydra.launcher.nodes}``) and
+    ``${hydra:launcher.nodes}`` fails where the key is missing or no HydraConfig exists
+    (``hydra.compose``, or the sweeper before any job: only the jobs build a Trainer)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    value = OmegaConf.select(HydraConfig.get(), f"launcher.{key}")
+    return default if value is None else value
+
+
 def _teacher_weights(teachers: Any) -> list[float]:
     """The ``weight`` of every entry of ``data.teachers`` (1.0 when left out)."""
     return [float(t.get("weight", 1.0)) for t in teachers]
@@ -42,13 +58,14 @@ def _teacher_weights(teachers: Any) -> list[float]:
 
 def register_resolvers() -> None:
     """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:flag}``,
-    ``${teacher_weights:teachers}`` and ``${cwd:}`` once."""
+    ``${teacher_weights:teachers}``, ``${cwd:}`` and ``${launcher:key,default}`` once."""
     resolvers: dict[str, Callable[..., Any]] = {
         "pkg_model_path": _pkg_model_path,
         "len": len,
         "n_features": _n_features,
         "teacher_weights": _teacher_weights,
         "cwd": _cwd,
+        "launcher": _launcher,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
