@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,7 +47,7 @@ def _launcher(key: str, default: Any) -> Any:
 
     if not HydraConfig.initialized():
         return default
-    value = OmegaConf.select(HydraConfig.get(), f"launcher.{key}")
+    value = OmegaConf.select(cast(DictConfig, HydraConfig.get()), f"launcher.{key}")
     return default if value is None else value
 
 

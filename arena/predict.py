@@ -16,6 +16,8 @@ Hydra's ``.hydra/``.
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Any
 
 import hydra
@@ -29,7 +31,9 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra entry; returns the summary."""
+    """Hydra entry; returns the summary. SIGTERM exits with status 143 through the usual
+    clean-up (temporary files removed), as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return predict_run(cfg)
 
 

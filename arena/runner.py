@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,23 @@ def guard_run_dir(output_dir: Path, ckpt_path: str | None) -> None:
             f"{output_dir} holds a finished run (summary.json); choose another hydra.run.dir "
             "or resume it with ckpt_path=last"
         )
+
+
+def check_resumable(output_dir: Path, ckpt_path: str | None) -> None:
+    """A checkpoint to resume from must be a whole file: a truncated one (a full disk, a copy
+    cut short) is named, with the newest whole checkpoint beside it to resume from instead."""
+    if ckpt_path is None:
+        return
+    folder = output_dir / "checkpoints"
+    path = folder / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.exists() or zipfile.is_zipfile(path):  # torch saves zip archives
+        return
+    whole = sorted(
+        (p for p in path.parent.glob("*.ckpt") if p.name != path.name and zipfile.is_zipfile(p)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    hint = f"resume from {whole[-1]} with ckpt_path={whole[-1]}" if whole else "none is whole"
+    raise ValueError(f"{path.resolve()} is truncated or corrupt (not a checkpoint); {hint}")
 
 
 def _find(callbacks: list[L.Callback], kind: type) -> Any:
@@ -102,6 +120,7 @@ def train_run(cfg: DictConfig) -> float | None:
     """Fit one run and write its artifacts; returns ``cfg.optimized_metric``."""
     out = Path(cfg.paths.output_dir)
     guard_run_dir(out, cfg.ckpt_path)
+    check_resumable(out, cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.backbone.spec)
     tokenizer = load_tokenizer(spec, Path(cfg.paths.cache_dir))

@@ -1,5 +1,6 @@
-"""Keep secrets out of what a run writes: the W&B key and HF token from the environment, config
-keys such as ``hf_token`` or ``api_key``, and anything shaped like a Hugging Face token.
+"""Keep secrets out of what a run writes and prints: the W&B key and HF token from the
+environment, config keys such as ``hf_token`` or ``api_key``, and anything shaped like a Hugging
+Face token.
 
 Light on purpose (no torch, no Lightning): Hydra imports :class:`ScrubSecrets` at the start of
 every command line (``hydra.callbacks`` in ``conf/hydra/default.yaml``).
@@ -11,11 +12,12 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +32,12 @@ _SECRET_KEY = re.compile(
 )
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{30,}")
 _OVERRIDE = re.compile(r"^[~+]*([\w.@/-]+)=(.*)$", re.S)
+# the loggers that print each multirun job's overrides ("#0 : seed=1 +hf_token=...")
+LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
 
 
 def is_secret_key(key: object) -> bool:
@@ -125,9 +133,44 @@ def scrub_files(paths: list[Path]) -> list[Path]:
     return changed
 
 
+class ScrubLogFilter(logging.Filter):
+    """Replace secrets in log messages: ``secrets`` and those :func:`find_secrets` sees in the
+    message's words (``key=value`` overrides, token shapes, the environment's values)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = set(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        found = self.secrets | find_secrets(message.split())
+        clean = scrub(message, found)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def filter_launcher_logs(secrets: set[str]) -> None:
+    """Hide ``secrets`` (and any that show up) in the job lines of :data:`LAUNCHER_LOGGERS`."""
+    for name in LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, ScrubLogFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(ScrubLogFilter(secrets))
+
+
 class ScrubSecrets(Callback):
-    """Hydra callback: scrub the config files Hydra wrote for this job before the job runs
+    """Hydra callback: scrub the config files Hydra wrote for this job before the job runs, the
+    multirun launcher's job lines and the overrides of Hydra's job-failure header
     (``hydra.callbacks`` in ``conf/hydra/default.yaml``)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        filter_launcher_logs(find_secrets(list(config.hydra.overrides.task)))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        # a failed job's return_value writes "Error executing job with overrides: [...]"
+        if job_return.overrides is not None:
+            job_return.overrides = scrub(list(job_return.overrides))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra

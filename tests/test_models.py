@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -15,9 +16,11 @@ import bitsandbytes as bnb
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from safetensors.torch import load_file, save_file
 
 import arena.models.backbone
+import arena.models.checkpoint
 from arena.models import (
     TINY_ARCH,
     BackboneSpec,
@@ -491,3 +494,28 @@ def test_checkpoint_is_strict_and_replaces_atomically(tmp_path: Path, cache_dir:
         load_trainable_state_dict(reloaded, {**state, "head.extra": torch.zeros(1)})
     with pytest.raises(ValueError, match="'backbone' and 'model'"):
         save_checkpoint(model, tok, {"model": {}}, tmp_path / "bad")
+
+
+def test_checkpoint_asking_for_remote_code_needs_the_callers_consent(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = twin("qwen2")
+    config = {"backbone": spec.to_dict(), "model": {"n_classes": 2, "head": "linear"}}
+    model = build_preference_model(spec, cache_dir=cache_dir, **config["model"])
+    target = save_checkpoint(model, load_tokenizer(spec, cache_dir), config, tmp_path / "ckpt")
+    saved = yaml.safe_load((target / "config.yaml").read_text())
+    saved["backbone"]["trust_remote_code"] = True  # e.g. a downloaded, untrusted checkpoint
+    (target / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ValueError, match="pass trust_remote_code=true") as refused:
+        load_checkpoint(target, cache_dir=cache_dir)
+    assert str(target) in str(refused.value)
+    built: list[BackboneSpec] = []
+
+    @functools.wraps(build_preference_model)  # keeps the signature load_checkpoint reads
+    def build(spec: BackboneSpec, **kw: Any) -> Any:
+        built.append(spec)
+        return build_preference_model(spec, **kw)
+
+    monkeypatch.setattr(arena.models.checkpoint, "build_preference_model", build)
+    load_checkpoint(target, cache_dir=cache_dir, trust_remote_code=True)
+    assert [s.trust_remote_code for s in built] == [True]

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from arena.data.batching import sorted_batches
+from arena.data.chunks import file_layout
 from arena.data.swap import swap_pairs, swap_probs
 from arena.data.synthetic import make_synthetic
 from arena.inference import TTA, Ensemble, Predictor, assemble, combine, select_rows
-from arena.inference.submission import detect_layout, evaluate, submission_frame
+from arena.inference.submission import evaluate, submission_frame, submission_layout
 from tests.predict_helpers import (
     CHECKPOINTS,
     TEMPLATE,
@@ -172,11 +173,12 @@ def test_rank_shares_cover_rows_once_with_balanced_tokens(predictors, table, wor
 
 def test_submission_layouts_and_metrics(tmp_path: Path) -> None:
     df = make_synthetic(6, seed=1, n_turns_max=2)
-    assert detect_layout(write_wsdm(df, tmp_path / "w.parquet")) == "wsdm"
-    assert detect_layout(write_lmsys_test(df, tmp_path / "l.csv")) == "lmsys"
+    layout = lambda path: submission_layout(file_layout(path))  # noqa: E731
+    assert layout(write_wsdm(df, tmp_path / "w.parquet")) == "wsdm"
+    assert layout(write_lmsys_test(df, tmp_path / "l.csv")) == "lmsys"
     labeled = df.assign(winner_model_a=1, winner_model_b=0, winner_tie=0)
     labeled.drop(columns=["prompt"]).to_parquet(tmp_path / "l.parquet")
-    assert detect_layout(tmp_path / "l.parquet") == "lmsys"
+    assert layout(tmp_path / "l.parquet") == "lmsys"
     probs = np.array([[0.7, 0.3], [0.5, 0.5], [0.2, 0.8]])
     ids = np.array(["x", "y", "z"])
     assert submission_frame(ids, probs, "wsdm")["winner"].tolist() == ["model_a"] * 2 + ["model_b"]

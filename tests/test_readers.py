@@ -424,9 +424,10 @@ def test_broken_jsonl_line_and_unsupported_type(tmp_path: Path) -> None:
 def test_forced_layout_and_json_array_file(tmp_path: Path) -> None:
     header = ["id", "prompt", "response_a", "response_b", "winner"]
     path = write_csv(tmp_path / "w.csv", header, [["1", "[see note]", "a", "b", "model_a"]])
+    # bracketed text is not a JSON turn list: plain text, read as it stands
+    assert read_pairs(path)[0].loc[0, "prompt"] == ["[see note]"]
     with pytest.raises(DataError, match="broken JSON"):
-        read_pairs(path)  # every prompt looks like a JSON list, so auto reads it as one
-    assert read_pairs(path, format="wsdm")[0].loc[0, "prompt"] == ["[see note]"]
+        read_pairs(path, format="lmsys")
     recs = [{"id": "j", "prompt": "p", "response_a": "a", "response_b": "b", "winner": "tie"}]
     (tmp_path / "w.json").write_text(json.dumps(recs), encoding="utf-8")
     assert read_pairs(tmp_path / "w.json")[0].loc[0, "label"] == 2

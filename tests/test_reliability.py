@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from arena.data import PreferenceDataModule, Template
 from arena.data.schema import READ_COUNTS
 from arena.heap import return_freed_memory
-from arena.runner import summarize
+from arena.runner import check_resumable, summarize
 
 
 class LastCheckpointSpy(L.Callback):
@@ -184,3 +184,19 @@ def test_arrow_reads_through_the_system_allocator() -> None:
         for extra in ({}, {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"})
     ]
     assert backends == ["system", "jemalloc"]
+
+
+def test_a_truncated_checkpoint_is_named_with_the_newest_whole_one(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"global_step": 3}, folder / "epoch00-step3.ckpt")
+    torch.save({"global_step": 6}, folder / "epoch00-step6.ckpt")
+    os.utime(folder / "epoch00-step3.ckpt", (1, 1))  # the older of the two whole ones
+    whole = (folder / "epoch00-step6.ckpt").read_bytes()
+    (folder / "epoch01-step9.ckpt").write_bytes(whole[: len(whole) // 2])  # a full disk
+    (folder / "last.ckpt").symlink_to("epoch01-step9.ckpt")
+    with pytest.raises(ValueError, match="epoch01-step9.ckpt is truncated") as err:
+        check_resumable(tmp_path, "last")
+    assert f"ckpt_path={folder / 'epoch00-step6.ckpt'}" in str(err.value)
+    check_resumable(tmp_path, str(folder / "epoch00-step6.ckpt"))  # a whole one passes
+    check_resumable(tmp_path / "fresh", "last")  # nothing to resume yet: a fresh start

@@ -5,6 +5,7 @@ tokens or keys given as config overrides, are absent from every file of a tiny r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -139,3 +140,60 @@ def test_tiny_run_writes_no_secret_anywhere(tmp_path: Path) -> None:
     assert config.hf_token == REDACTED and config.wandb_api_key == REDACTED
     hparams = (run / "csv" / "hparams.yaml").read_text()
     assert f"endpoint_auth: '{REDACTED}'" in hparams
+
+
+def test_log_filter_hides_overrides_in_launcher_lines(caplog: pytest.LogCaptureFixture) -> None:
+    from arena.secrets import LAUNCHER_LOGGERS, filter_launcher_logs
+
+    logger = logging.getLogger(LAUNCHER_LOGGERS[0])
+    try:
+        filter_launcher_logs({PLAIN_OVERRIDE})
+        filter_launcher_logs({PLAIN_OVERRIDE})  # once more: still one filter
+        assert len(logger.filters) == 1
+        with caplog.at_level(logging.INFO, logger=LAUNCHER_LOGGERS[0]):
+            logger.info("\t#%d : seed=1 +hf_token=%s note=%s", 0, HF_OVERRIDE, PLAIN_OVERRIDE)
+        assert caplog.messages == ["\t#0 : seed=1 +hf_token=*** note=***"]
+    finally:
+        for name in LAUNCHER_LOGGERS:
+            logging.getLogger(name).filters.clear()
+
+
+def _console(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``python -m arena.train`` with tiny settings, a token and a key as overrides."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    tiny = [
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "data.synthetic.n=64",
+        "data.budget.max_length=96",
+        "data.batch_size=16",
+        "trainer.max_epochs=1",
+        "trainer.max_steps=1",
+        "trainer.enable_progress_bar=false",
+        f"+hf_token={HF_OVERRIDE}",
+        f"+wandb_api_key={PLAIN_OVERRIDE}",
+    ]
+    cmd = [sys.executable, "-m", "arena.train", *args, *tiny]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.integration
+def test_failure_header_prints_no_secret(tmp_path: Path) -> None:
+    proc = _console([f"hydra.run.dir={tmp_path / 'run'}", "data.fold=99"], tmp_path)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "outside 0..4" in console, console[-3000:]
+    assert HF_OVERRIDE not in console and PLAIN_OVERRIDE not in console, console[-3000:]
+    header = next(line for line in console.splitlines() if "Error executing job" in line)
+    assert "'data.fold=99'" in header and "'+hf_token=***', '+wandb_api_key=***']" in header
+
+
+@pytest.mark.integration
+def test_multirun_launch_lines_print_no_secret(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = _console(["-m", "seed=1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-3000:]
+    assert HF_OVERRIDE not in console and PLAIN_OVERRIDE not in console, console[-3000:]
+    assert "Launching 2 jobs locally" in console
+    for n in (1, 2):
+        assert f"seed={n} " in console and "+hf_token=*** +wandb_api_key=***" in console
+    assert _leaks(sweep) == []

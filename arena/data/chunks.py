@@ -14,7 +14,8 @@ from the start of the file. What spans chunks:
 
 - ids must be unique over the file: an index of 64-bit id hashes (16 bytes a row, not the ids)
   names both rows of the first repeat;
-- the layout is detected on the first chunk (``format="auto"``) and kept for the others;
+- the layout is decided for the whole file before the first chunk (:func:`file_layout`: from
+  the columns, and for a csv of unlabeled prompts from every prompt cell);
 - HH files without ids get ``hh-<stem>-<row>`` from the file row, as ``read_pairs`` gives them.
 
 With several problems in one file, ``read_pairs`` reports the first by check (ids before text),
@@ -41,8 +42,10 @@ from arena.data.readers import (
     _PARSE_ERRORS,
     _SUFFIXES,
     Format,
+    PromptKinds,
     _detect,
     _load,
+    _parse_error,
     _rename,
     arrow_frame,
     json_objects,
@@ -51,7 +54,7 @@ from arena.data.readers import (
 )
 from arena.data.schema import DataError, EmptyPolicy, ReadReport, SurrogatePolicy
 
-__all__ = ["Chunk", "iter_pairs", "merge_reports"]
+__all__ = ["Chunk", "file_layout", "iter_pairs", "merge_reports"]
 
 _DUPLICATE_ROWS = re.compile(r"rows (\d+) and (\d+)")
 
@@ -151,6 +154,53 @@ class _SeenIds:
         self.hashes, self.rows = hashes[order], rows[order]
 
 
+def _checked(path: Path, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``frames`` with the parser's errors as :class:`DataError` s naming the file."""
+    while True:
+        try:
+            frame = next(frames, None)
+        except _PARSE_ERRORS as err:
+            raise _parse_error(path, err) from None
+        if frame is None:
+            return
+        yield frame
+
+
+def file_layout(
+    path: str | Path,
+    *,
+    format: Format = "auto",
+    columns: dict[str, str] | None = None,
+    chunk_rows: int = 8192,
+) -> Format:
+    """The layout :func:`iter_pairs` and ``read_pairs`` read ``path`` in: ``format`` unless
+    ``"auto"``, else from its columns and, for a csv of prompts without label columns, from every
+    prompt cell in the file (all JSON turn lists: ``lmsys``; a mix is an error naming a row).
+
+    Raises:
+        DataError: the file is unreadable or mixes layouts.
+    """
+    if format != "auto":
+        return format
+    path, file = Path(path), str(path)
+    if path.suffix not in _SUFFIXES:
+        raise DataError(file, None, None, f"unsupported file type; expected {_SUFFIXES}")
+    first = next(_checked(path, _frames(path, chunk_rows)), None)
+    if first is None:
+        raise DataError(file, None, "*", "expected a header or schema; the file has none")
+    head = _rename(first.iloc[:0], columns, file)
+    layout = _detect(head, path, "auto")
+    if path.suffix != ".csv" or "prompt" not in head.columns or layout in ("hh", "lmsys"):
+        return layout
+    source = (columns or {}).get("prompt", "prompt")
+    kinds, start = PromptKinds(), 0
+    with pd.read_csv(path, usecols=[source], chunksize=chunk_rows, **_CSV_OPTIONS) as reader:
+        for frame in _checked(path, iter(reader)):
+            kinds.add(frame[source], start)
+            start += len(frame)
+    return "lmsys" if kinds.turn_lists(file) else layout
+
+
 def iter_pairs(
     path: str | Path,
     *,
@@ -177,18 +227,11 @@ def iter_pairs(
     path, file = Path(path), str(path)
     if path.suffix not in _SUFFIXES:
         raise DataError(file, None, None, f"unsupported file type; expected {_SUFFIXES}")
-    seen, start, layout = _SeenIds(file), 0, format
-    frames = _frames(path, chunk_rows)
-    while True:
-        try:
-            raw = next(frames, None)
-        except _PARSE_ERRORS as err:
-            raise DataError(file, None, None, f"cannot parse the file: {err}") from None
-        if raw is None:
-            return
+    layout = file_layout(path, format=format, columns=columns, chunk_rows=chunk_rows)
+    seen, start = _SeenIds(file), 0
+    for raw in _checked(path, _frames(path, chunk_rows)):
         try:
             frame = _rename(raw, columns, file)
-            layout = _detect(frame, path, layout)
             if layout == "hh" and "id" not in frame.columns:
                 frame["id"] = [f"hh-{path.stem}-{start + i}" for i in range(len(frame))]
             table, report = pairs_from_frame(

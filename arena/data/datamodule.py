@@ -178,6 +178,20 @@ class PreferenceDataModule(L.LightningDataModule):
         in_val = df["fold"].to_numpy() == self.fold
         return df[~in_val].reset_index(drop=True), df[in_val].reset_index(drop=True)
 
+    def _check_not_empty(self) -> None:
+        """A run with no training rows, or a fold with no validation rows, is an error naming
+        the files (and fold) that produced it, not a run of a random model."""
+        files = ", ".join(self.train_files + self.extra_train_files) or "data.synthetic"
+        if not len(self.train_df):
+            where = f" outside fold {self.fold}" if self.fold is not None else ""
+            raise DataError(files, None, "*", f"expected training rows{where}; found none")
+        if self.fold is not None and (self.val_df is None or not len(self.val_df)):
+            msg = f"expected validation rows in fold {self.fold} of {self.n_folds}; found none"
+            raise DataError(files, None, "fold", msg)
+        if self.fold is None and self.val_files and (self.val_df is None or not len(self.val_df)):
+            msg = "expected validation rows; found none"
+            raise DataError(", ".join(self.val_files), None, "*", msg)
+
     def formatter(self) -> Formatter:
         tok = self.tokenizer
         return Formatter(
@@ -209,6 +223,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.n_classes = self.n_classes or n_classes_of(table)
         check_trainable(table, self.n_classes)
         self.train_df, self.val_df = self.split(table)
+        self._check_not_empty()
         teachers = None
         if self.teachers:
             teachers = load_teachers(self.teachers, self.train_df["id"].tolist(), self.n_classes)

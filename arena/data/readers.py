@@ -181,12 +181,56 @@ def _rename(frame: pd.DataFrame, columns: dict[str, str] | None, file: str) -> p
     return frame.drop(columns=shadowed).rename(columns={src: k for k, src in columns.items()})
 
 
-def _looks_like_json_lists(col: pd.Series) -> bool:
-    cells = [c.strip() for c in col.tolist() if isinstance(c, str) and c.strip()]
-    return bool(cells) and all(c.startswith("[") and c.endswith("]") for c in cells)
+def _is_turn_list(cell: Any) -> bool:
+    """A JSON-encoded list, as LMSYS files store their turns (``"[INST] hi [/INST]"`` is text)."""
+    if not isinstance(cell, str) or not cell.lstrip().startswith("["):
+        return False
+    try:
+        return isinstance(json.loads(cell), list)
+    except (ValueError, RecursionError):
+        return False
 
 
-def _detect(frame: pd.DataFrame, path: Path, fmt: Format) -> Format:
+@dataclasses.dataclass
+class PromptKinds:
+    """How many non-blank prompt cells are JSON turn lists, and the first file row of each kind."""
+
+    lists: int = 0
+    texts: int = 0
+    first_list: int | None = None
+    first_text: int | None = None
+
+    def add(self, prompts: Iterable[Any], start: int = 0) -> PromptKinds:
+        for row, cell in enumerate(prompts, start):
+            if not isinstance(cell, str) or not cell.strip():
+                continue
+            if _is_turn_list(cell):
+                self.lists += 1
+                self.first_list = row if self.first_list is None else self.first_list
+            else:
+                self.texts += 1
+                self.first_text = row if self.first_text is None else self.first_text
+        return self
+
+    def turn_lists(self, file: str) -> bool:
+        """Whether the prompts are LMSYS turn lists; a file mixing both kinds is an error naming
+        the first row of the rarer kind."""
+        if self.lists and self.texts:
+            lists = self.lists >= self.texts
+            row = self.first_text if lists else self.first_list
+            kind = "is plain text" if lists else "is a JSON turn list"
+            msg = (
+                f"one layout per file: {self.lists} of {self.lists + self.texts} prompts are JSON "
+                f"turn lists (LMSYS layout) and this one {kind}; fix the row, or force a layout "
+                "with data.format=lmsys (or wsdm, generic)"
+            )
+            raise v.row_error(file, int(row or 0), "prompt", msg)
+        return self.lists > 0
+
+
+def _detect(frame: pd.DataFrame, path: Path, fmt: Format, start: int = 0) -> Format:
+    """The layout of ``frame`` (file rows ``start, ...``) from its columns and, for a csv with
+    prompts, whether every prompt cell is a JSON turn list."""
     cols = set(frame.columns)
     if fmt != "auto":
         return fmt
@@ -194,7 +238,8 @@ def _detect(frame: pd.DataFrame, path: Path, fmt: Format) -> Format:
         return "hh"
     if cols & set(ONE_HOT_COLUMNS[:2]):
         return "lmsys"
-    if path.suffix == ".csv" and "prompt" in cols and _looks_like_json_lists(frame["prompt"]):
+    lists = path.suffix == ".csv" and "prompt" in cols
+    if lists and PromptKinds().add(frame["prompt"], start).turn_lists(str(path)):
         return "lmsys"
     return "wsdm" if "winner" in cols else "generic"
 

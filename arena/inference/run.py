@@ -12,13 +12,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from arena.data.chunks import file_layout
 from arena.data.readers import read_pairs
 from arena.heap import return_freed_memory
 from arena.inference.ensemble import TTA, Ensemble
@@ -27,8 +28,9 @@ from arena.inference.stream import predict_file, predict_to_files
 from arena.inference.submission import (
     SUMMARY_FILE,
     compare_probs,
-    detect_layout,
     evaluate,
+    set_aside_previous,
+    submission_layout,
     write_outputs,
 )
 from arena.io import write_json
@@ -69,7 +71,8 @@ def load_ensemble(
     cfg: DictConfig, device: torch.device, quantization: Quantization | None = None
 ) -> Ensemble:
     """The checkpoints of ``cfg.ckpt`` (one or a list) with ``cfg.weights`` and ``cfg.combine``,
-    their backbones loaded in ``quantization`` (default ``cfg.quantize``; None: as saved)."""
+    their backbones loaded in ``quantization`` (default ``cfg.quantize``; None: as saved).
+    Checkpoints whose backbone runs remote code are refused unless ``cfg.trust_remote_code``."""
     autocast = torch_dtype(cfg.autocast) if cfg.autocast else None
     quantization = quantization or quantization_from_bits(cfg.get("quantize"))
     kbit = quantization not in (None, "none") and device.type == "cuda"
@@ -81,6 +84,7 @@ def load_ensemble(
             cache_dir=cache,
             quantization=quantization,
             device_map={"": str(device)} if kbit else None,  # k-bit weights load in place
+            trust_remote_code=bool(cfg.get("trust_remote_code", False)),
         )
         members.append(
             Predictor.from_loaded(
@@ -104,18 +108,21 @@ def read_options(cfg: DictConfig) -> dict[str, Any]:
         raise FileNotFoundError(f"data.test_file={data.test_file} is not a file")
     if data.empty == "drop":
         raise ValueError("a submission needs every row: data.empty=drop is not allowed here")
-    columns = OmegaConf.to_container(data.columns) if data.columns else None
-    return {
-        "format": data.format,
+    columns = cast(dict[str, str], OmegaConf.to_container(data.columns)) if data.columns else None
+    return {  # the layout decided once for the whole file: the reader and submission.csv agree
+        "format": file_layout(data.test_file, format=data.format, columns=columns),
         "columns": columns,
         "surrogates": data.surrogates,
         "empty": data.empty,
     }
 
 
-def read_test(cfg: DictConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The pair table of ``cfg.data.test_file`` and its read report."""
-    table, report = read_pairs(cfg.data.test_file, **read_options(cfg))
+def read_test(
+    cfg: DictConfig, read: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The pair table of ``cfg.data.test_file`` (read with ``read``, default
+    :func:`read_options`) and its read report."""
+    table, report = read_pairs(cfg.data.test_file, **(read or read_options(cfg)))
     return table, asdict(report)
 
 
@@ -123,8 +130,8 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
     """Predict ``cfg.data.test_file``, write the outputs (rank 0) and return the summary."""
     tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
     read = read_options(cfg)  # bad options fail before loading; chunk_rows streams the file
-    table, report = (None, {}) if cfg.get("chunk_rows") else read_test(cfg)
-    layout = detect_layout(cfg.data.test_file) if cfg.submission == "auto" else cfg.submission
+    table, report = (None, {}) if cfg.get("chunk_rows") else read_test(cfg, read)
+    layout = submission_layout(read["format"]) if cfg.submission == "auto" else cfg.submission
     device = resolve_device(cfg.device)
     _init_distributed(device)
     return_freed_memory(cfg.get("malloc_mmap_threshold"))
@@ -132,6 +139,8 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
     ensemble = load_ensemble(cfg, device)
     load_seconds = time.perf_counter() - began
     out_dir, rank0 = Path(cfg.paths.output_dir), ensemble.members[0].rank == 0
+    if rank0:  # a run that fails from here on leaves no complete-looking result
+        set_aside_previous(out_dir)
     if table is None:  # streamed: probs.parquet and submission.csv are written on the way
         streamed = predict_to_files(
             ensemble, cfg.data.test_file, tta, out_dir if rank0 else None,
@@ -142,6 +151,8 @@ def predict_run(cfg: DictConfig) -> dict[str, Any]:
         result, labels = ensemble.predict(table, tta), table["label"].to_numpy()
     quantized = _versus_reference(cfg, device, tta, table, read, result.probs, labels)
     n = len(labels)
+    if n == 0:
+        log.warning("%s has no rows: the submission is empty", cfg.data.test_file)
     summary: dict[str, Any] = {
         "n_rows": n,
         "rows_per_second": n / result.seconds if result.seconds > 0 else None,

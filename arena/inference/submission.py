@@ -7,20 +7,20 @@ Layouts of ``submission.csv``:
 - ``lmsys``: ``id,winner_model_a,winner_model_b,winner_tie`` probabilities (``winner_tie`` is 0
   for a 2-class model).
 
-:func:`detect_layout` picks the layout of the input file: ``lmsys`` for a file with
-``winner_model_*`` columns or a csv whose prompts are JSON-encoded turn lists (the LMSYS test
-file), ``wsdm`` for anything else.
+:func:`submission_layout` follows the layout the input file was read in
+(:func:`arena.data.chunks.file_layout`): ``lmsys`` for a file with ``winner_model_*`` columns or a
+csv whose prompts are JSON-encoded turn lists (the LMSYS test file), ``wsdm`` for anything else.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from arena.data.schema import LABEL_NAMES
 from arena.io import atomic_path, write_json, write_parquet
@@ -28,33 +28,12 @@ from arena.io import atomic_path, write_json, write_parquet
 Layout = Literal["wsdm", "lmsys"]
 LMSYS_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 SUBMISSION_FILE, PROBS_FILE, SUMMARY_FILE = "submission.csv", "probs.parquet", "summary.json"
+OUTPUT_FILES = (SUMMARY_FILE, SUBMISSION_FILE, PROBS_FILE)  # the set, its completeness mark first
 
 
-def _head(path: Path, rows: int = 50) -> pd.DataFrame:
-    """Column names (and for csv / jsonl, the first rows) of a pair file."""
-    if path.suffix == ".parquet":
-        return pd.DataFrame(columns=pq.read_schema(path).names)
-    if path.suffix == ".csv":
-        options = {"encoding": "utf-8-sig", "encoding_errors": "replace"}
-        return pd.read_csv(path, nrows=rows, dtype=object, keep_default_na=False, **options)
-    with path.open(encoding="utf-8", errors="replace") as f:
-        first = f.readline().strip()
-    if path.suffix == ".jsonl" and first.startswith("{"):
-        return pd.DataFrame([json.loads(first)])
-    return pd.DataFrame()
-
-
-def detect_layout(path: str | Path) -> Layout:
-    """``lmsys`` or ``wsdm``, from the columns and cells of the input file (see module doc)."""
-    path = Path(path)
-    head = _head(path)
-    if set(head.columns) & set(LMSYS_COLUMNS):
-        return "lmsys"
-    if path.suffix == ".csv" and "prompt" in head.columns:
-        cells = [c.strip() for c in head["prompt"] if isinstance(c, str) and c.strip()]
-        if cells and all(c.startswith("[") and c.endswith("]") for c in cells):
-            return "lmsys"
-    return "wsdm"
+def submission_layout(layout: str) -> Layout:
+    """The submission layout of an input file read in ``layout`` (see the module doc)."""
+    return "lmsys" if layout == "lmsys" else "wsdm"
 
 
 def prob_frame(ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -127,6 +106,23 @@ def compare_probs(
         if key in ours:
             out |= {key: ours[key], f"{name}_{key}": theirs[key]}
     return out
+
+
+def set_aside_previous(out_dir: Path) -> None:
+    """Before a predict writes into ``out_dir``: an earlier run's outputs move to
+    ``out_dir/previous/`` (replacing what was there; ``summary.json``, which marks a set
+    complete, first) and temporary files a killed run left are removed, so that a run that fails
+    leaves no complete-looking result behind."""
+    for tmp in out_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    present = [out_dir / f for f in OUTPUT_FILES if (out_dir / f).exists()]
+    if not present:
+        return
+    previous = out_dir / "previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir()
+    for path in present:
+        os.replace(path, previous / path.name)
 
 
 def write_outputs(

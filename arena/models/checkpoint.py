@@ -100,6 +100,7 @@ def load_checkpoint(
     cache_dir: Path,
     quantization: Quantization | None = None,
     device_map: str | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[PreferenceModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Rebuild the model from the saved config and load its trained weights (eval mode).
 
@@ -110,6 +111,9 @@ def load_checkpoint(
         quantization: Inference-time override of ``model.quantization`` (``"none"``, ``"8bit"``,
             ``"4bit"``); None keeps the saved one.
         device_map: ``from_pretrained`` placement (e.g. ``{"": "cuda:0"}`` for k-bit weights).
+        trust_remote_code: Allow a checkpoint whose ``backbone.trust_remote_code`` is true to run
+            the modelling code shipped with its weights; False refuses such a checkpoint (its
+            config alone must not decide to run code).
 
     Returns:
         ``(model, tokenizer, config)``; a relative ``backbone.path`` is taken relative to the
@@ -117,12 +121,18 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: Not a checkpoint directory.
+        ValueError: The backbone asks for remote code and ``trust_remote_code`` is False.
         KeyError: The weights do not match the rebuilt model's trainable parameters.
     """
     directory = checkpoint_dir(directory)
     if not (directory / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
     config = yaml.safe_load((directory / CONFIG_FILE).read_text())
+    if config["backbone"].get("trust_remote_code") and not trust_remote_code:
+        raise ValueError(
+            f"{directory} asks to run code shipped with its weights (backbone.trust_remote_code:"
+            " true in its config.yaml); if you trust this checkpoint, pass trust_remote_code=true"
+        )
     spec = BackboneSpec.from_dict(_local_path(config["backbone"], directory))
     # a loaded checkpoint scores: recomputing activations only serves training's backward
     spec = dataclasses.replace(spec, activation_checkpointing=False)
