@@ -1,11 +1,15 @@
 """Atomic writes: every artifact goes to a temporary name in its folder, then is renamed into place,
-so a crash never leaves a half-written file that looks complete."""
+so a crash never leaves a half-written file that looks complete. Run dirs: whether one holds a
+finished run, and holding one for a run (:func:`claim_run_dir`)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,3 +62,60 @@ def finished_run(run_dir: str | Path) -> bool:
     """A training run dir whose ``summary.json`` says it finished (not interrupted)."""
     path = Path(run_dir) / "summary.json"
     return path.is_file() and json.loads(path.read_text()).get("status") != "interrupted"
+
+
+#: where the training commands have Hydra write a run's config (conf/train.yaml, baselines.yaml):
+#: it replaces ``.hydra/`` only once the run dir is claimed
+PENDING_CONFIG = ".hydra_pending"
+
+
+def _first_process() -> bool:
+    """Not a further rank of a multi-process job (torchrun, Lightning's DDP launcher, SLURM)."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
+
+
+@contextmanager
+def claim_run_dir(run_dir: str | Path, resume: bool) -> Iterator[None]:
+    """Hold ``run_dir`` for one run: one process at a time (a lock on ``.lock``), and a finished
+    run only when resuming it. Then Hydra's config of this run (in :data:`PENDING_CONFIG`)
+    replaces ``.hydra/``; a refused run leaves every file of the finished one as it was. Further
+    ranks of a multi-process run (which Lightning starts without a Hydra config) hold nothing.
+
+    Raises:
+        RuntimeError: another process holds the run dir.
+        FileExistsError: the run dir holds a finished run and this is no resume.
+    """
+    run_dir = Path(run_dir)
+    if not _first_process():
+        yield
+        return
+    pending = run_dir / PENDING_CONFIG
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / ".lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RuntimeError(
+                f"{run_dir} is in use by {holder}: wait for it to end, or choose another "
+                "hydra.run.dir"
+            ) from None
+        try:
+            if finished_run(run_dir) and not resume:
+                shutil.rmtree(pending, ignore_errors=True)
+                raise FileExistsError(
+                    f"{run_dir} holds a finished run (summary.json); choose another "
+                    "hydra.run.dir or resume it with ckpt_path=last"
+                )
+            if pending.is_dir():
+                shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+                os.replace(pending, run_dir / ".hydra")
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            lock.flush()
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -18,7 +18,7 @@ from arena.callbacks import OOFWriter, Throughput, TrainingInterrupted
 from arena.config import to_container
 from arena.data.teachers import pin_teachers
 from arena.distributed import full_trainable_state
-from arena.io import finished_run, write_json
+from arena.io import claim_run_dir, write_json
 from arena.models import load_tokenizer, save_checkpoint
 from arena.plan import plan_run
 from arena.tracking import close, git_commit, log_oof, make_loggers, scrub
@@ -26,15 +26,6 @@ from arena.tracking import close, git_commit, log_oof, make_loggers, scrub
 log = logging.getLogger(__name__)
 
 __all__ = ["plan_run", "train_run"]
-
-
-def guard_run_dir(output_dir: Path, ckpt_path: str | None) -> None:
-    """Refuse to write into a finished run unless resuming it (``ckpt_path=last``)."""
-    if finished_run(output_dir) and ckpt_path is None:
-        raise FileExistsError(
-            f"{output_dir} holds a finished run (summary.json); choose another hydra.run.dir "
-            "or resume it with ckpt_path=last"
-        )
 
 
 def check_resumable(output_dir: Path, ckpt_path: str | None) -> None:
@@ -117,9 +108,14 @@ def _interrupted(
 
 
 def train_run(cfg: DictConfig) -> float | None:
-    """Fit one run and write its artifacts; returns ``cfg.optimized_metric``."""
+    """Fit one run and write its artifacts, holding its run dir; returns
+    ``cfg.optimized_metric``."""
     out = Path(cfg.paths.output_dir)
-    guard_run_dir(out, cfg.ckpt_path)
+    with claim_run_dir(out, resume=cfg.ckpt_path is not None):
+        return _train(cfg, out)
+
+
+def _train(cfg: DictConfig, out: Path) -> float | None:
     check_resumable(out, cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     spec = instantiate(cfg.backbone.spec)

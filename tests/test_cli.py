@@ -263,3 +263,32 @@ def test_signal_then_resume_matches_an_uninterrupted_run(
     assert got["global_step"] == want["global_step"] == 48
     for key in ("val/acc", "val/log_loss", "val/acc_tta", "val/swap_consistency"):
         assert abs(got[key] - want[key]) < 1e-6, (key, got[key], want[key])
+
+
+def test_a_refused_rerun_leaves_the_finished_run_untouched(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train([f"hydra.run.dir={run}", *SMALL], tmp_path)
+    record = {p: p.read_bytes() for p in sorted((run / ".hydra").iterdir())}
+    assert (run / ".hydra" / "config.yaml") in record and not (run / ".hydra_pending").exists()
+    with pytest.raises(AssertionError, match="finished run"):
+        train([f"hydra.run.dir={run}", *SMALL, "seed=123", "optimizer.lr=1.0"], tmp_path)
+    assert {p: p.read_bytes() for p in sorted((run / ".hydra").iterdir())} == record
+    assert not (run / ".hydra_pending").exists()
+
+
+def test_a_run_dir_is_held_by_one_process(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(  # holds the run dir's lock as a running training would
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.write('process 1 on a node'); f.flush(); "
+         "print('held', flush=True); time.sleep(60)", str(run / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(AssertionError, match="is in use by process 1 on a node"):
+            train([f"hydra.run.dir={run}", *SMALL], tmp_path)
+    finally:
+        holder.kill()
+    assert not (run / "summary.json").exists()

@@ -25,9 +25,8 @@ from arena.baselines.models import PairBaseline, hard_labels, longer_wins_accura
 from arena.data.datamodule import check_trainable
 from arena.data.folds import read_folded
 from arena.data.schema import LABEL_NAMES, n_classes_of, report_totals
-from arena.io import write_json, write_parquet
+from arena.io import claim_run_dir, write_json, write_parquet
 from arena.lit.metrics import check_warning, collapse_check, make_metrics, per_group_accuracy
-from arena.runner import guard_run_dir
 from arena.tracking import git_commit, scrub
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,11 @@ def oof_table(val: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
 def baseline_run(cfg: DictConfig) -> float | None:
     """Fit one baseline on one fold and write the run dir; returns ``cfg.optimized_metric``."""
     out = Path(cfg.paths.output_dir)
-    guard_run_dir(out, None)
+    with claim_run_dir(out, resume=False):
+        return _fit(cfg, out)
+
+
+def _fit(cfg: DictConfig, out: Path) -> float | None:
     train, val, n_classes, report = load_split(cfg.data)
     model: PairBaseline = instantiate(cfg.baseline)
     start = time.perf_counter()
