@@ -181,7 +181,7 @@ class PreferenceDataModule(L.LightningDataModule):
     def _check_not_empty(self) -> None:
         """A run with no training rows, or a fold with no validation rows, is an error naming
         the files (and fold) that produced it, not a run of a random model."""
-        files = ", ".join(self.train_files + self.extra_train_files) or "data.synthetic"
+        files = ", ".join(map(str, self.train_files + self.extra_train_files)) or "data.synthetic"
         if not len(self.train_df):
             where = f" outside fold {self.fold}" if self.fold is not None else ""
             raise DataError(files, None, "*", f"expected training rows{where}; found none")
@@ -190,7 +190,7 @@ class PreferenceDataModule(L.LightningDataModule):
             raise DataError(files, None, "fold", msg)
         if self.fold is None and self.val_files and (self.val_df is None or not len(self.val_df)):
             msg = "expected validation rows; found none"
-            raise DataError(", ".join(self.val_files), None, "*", msg)
+            raise DataError(", ".join(map(str, self.val_files)), None, "*", msg)
 
     def formatter(self) -> Formatter:
         tok = self.tokenizer
