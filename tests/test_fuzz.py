@@ -42,7 +42,7 @@ PROBS = ["prob_model_a", "prob_model_b", "prob_tie"]
 # errors about the whole file (its columns, its syntax, other files) need not name a row
 FILE_LEVEL = re.compile(
     "missing required column|well-formed|unique across files|labels required|expected columns"
-    "|prob_tie column|every training id|nested|column names|existing file"
+    "|prob_tie column|every training id|nested|column names|existing file|the file is empty"
 )
 
 # --- cells ---------------------------------------------------------------------------------
@@ -485,3 +485,54 @@ def test_teacher_files(tmp_path: Path, store: tuple, n_classes: int, suffix: str
     assert got.shape == (len(IDS), 1, n_classes) and got.dtype == np.float32
     want = {r["id"]: [r[c] for c in PROBS[:n_classes]] for r in all_rows}
     np.testing.assert_allclose(got[:, 0], [want[i] for i in IDS], rtol=1e-5, atol=1e-6)
+
+
+# --- one layout per file ---------------------------------------------------------------------
+PROMPT_CELLS = st.one_of(
+    st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=3).map(json.dumps),
+    st.text(max_size=12),  # plain text, bracketed or not
+    st.sampled_from(["[INST] hi [/INST]", "[see note]", "[1, 2", "", "  "]),
+)
+
+
+@FUZZ
+@given(prompts=st.lists(PROMPT_CELLS, max_size=12), chunk_rows=st.integers(1, 5))
+def test_one_layout_per_unlabeled_csv(tmp_path: Path, prompts: list, chunk_rows: int) -> None:
+    """Every reader decides alike: LMSYS when every non-blank prompt is a JSON list, plain text
+    when none is, else an error naming the first row of the rarer kind; an empty file reads as
+    an empty table."""
+    from arena.data.chunks import file_layout, iter_pairs
+
+    path = tmp_path / "test.csv"
+    n = len(prompts)
+    rows = {"id": [str(i) for i in range(n)], "prompt": prompts,
+            "response_a": ['["a"]'] * n, "response_b": ['["b"]'] * n}  # fmt: skip
+    pd.DataFrame(rows, columns=list(rows)).to_csv(path, index=False)
+    kinds = [isinstance(p, str) and p.strip() != "" and is_json_list(p) for p in prompts]
+    blank = [not (isinstance(p, str) and p.strip()) for p in prompts]
+    lists = [k for k, b in zip(kinds, blank, strict=True) if not b]
+    readers = (
+        lambda: file_layout(path),
+        lambda: read_pairs(path),
+        lambda: list(iter_pairs(path, chunk_rows=chunk_rows)),
+    )
+    if any(lists) and not all(lists):
+        majority = sum(lists) >= len(lists) - sum(lists)
+        odd = next(i for i, (k, b) in enumerate(zip(kinds, blank, strict=True))
+                   if not b and k != majority)  # fmt: skip
+        for read in readers:
+            with pytest.raises(DataError, match=f"row {odd}, column 'prompt'.*one layout per file"):
+                read()
+        return
+    assert file_layout(path) == ("lmsys" if any(lists) else "generic")
+    table, report = read_pairs(path)
+    assert (
+        report.rows_read == n == sum(len(c.table) for c in iter_pairs(path, chunk_rows=chunk_rows))
+    )
+
+
+def is_json_list(cell: str) -> bool:
+    try:
+        return isinstance(json.loads(cell), list)
+    except ValueError:
+        return False

@@ -549,3 +549,32 @@ def test_real_files_together() -> None:
     assert_pairs(df)
     assert len(df) == sum(r.rows_kept for r in reports)
     assert sum(r.rows_dropped for r in reports) > 0  # pandalm and HH have empty responses
+
+
+def test_jsonl_edge_cases_read_as_csv_ones_do(tmp_path: Path, monkeypatch) -> None:
+    from arena.data.chunks import iter_pairs
+
+    row = {"id": "1", "prompt": "p", "response_a": "a", "response_b": "b", "winner": "model_a"}
+    bom = tmp_path / "bom.jsonl"  # a BOM is accepted, as in csv
+    bom.write_text(json.dumps(row) + "\n", encoding="utf-8-sig")
+    assert read_pairs(bom)[0].loc[0, "id"] == "1"
+    assert next(iter_pairs(bom)).table.loc[0, "id"] == "1"
+    true_id = tmp_path / "true_id.jsonl"  # JSON true is no id (it used to read as "True")
+    true_id.write_text(json.dumps({**row, "id": True}) + "\n")
+    for read in (lambda: read_pairs(true_id), lambda: list(iter_pairs(true_id))):
+        with pytest.raises(DataError, match="row 0, column 'id'.*found bool"):
+            read()
+    empty = tmp_path / "empty.jsonl"  # 0 bytes: an empty file, not missing columns
+    empty.write_bytes(b"")
+    for read in (lambda: read_pairs(empty), lambda: list(iter_pairs(empty))):
+        with pytest.raises(DataError, match="the file is empty"):
+            read()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pd, "read_csv", denied)  # root reads anything: fake the refusal
+    csv = tmp_path / "private.csv"
+    csv.write_text("id,prompt,response_a,response_b\n")
+    with pytest.raises(DataError, match="private.csv.*may read; Permission denied"):
+        read_pairs(csv)

@@ -41,6 +41,7 @@ from arena.data.readers import (
     _CSV_OPTIONS,
     _PARSE_ERRORS,
     _SUFFIXES,
+    BOM,
     Format,
     PromptKinds,
     _detect,
@@ -49,6 +50,7 @@ from arena.data.readers import (
     _rename,
     arrow_frame,
     json_objects,
+    no_json_lines,
     pairs_from_frame,
     parse_json_lines,
 )
@@ -110,13 +112,16 @@ def _jsonl_frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     with path.open("rb") as f:
         for raw in f:
             line = v.decode_bytes(raw).removesuffix("\n")
+            line = line.removeprefix(BOM) if row == 0 and not lines else line
             if not line.strip():
                 continue
             lines.append(line)
             if len(lines) == chunk_rows:
                 yield json_objects(parse_json_lines(lines, str(path), row), str(path), row)
                 row, lines = row + len(lines), []
-    if lines or row == 0:
+    if row == 0 and not lines:
+        raise no_json_lines(path)
+    if lines:
         yield json_objects(parse_json_lines(lines, str(path), row), str(path), row)
 
 

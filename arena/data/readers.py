@@ -69,6 +69,7 @@ __all__ = [
 
 Format = Literal["auto", "wsdm", "lmsys", "hh", "generic"]
 HH_MARKER = "\n\nAssistant:"
+BOM = "\ufeff"
 _SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 _PARSE_ERRORS = (
     pa.ArrowException,
@@ -105,14 +106,21 @@ def arrow_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def _load_jsonl(path: Path) -> pd.DataFrame:
-    text = v.decode_bytes(path.read_bytes())
+    text = v.decode_bytes(path.read_bytes()).removeprefix(BOM)  # a BOM, as csv files may start
     if path.suffix == ".json" and text.lstrip().startswith("["):
         records = json.loads(text)
     else:
         # only "\n" ends a record: str.splitlines() would also cut at U+2028, U+0085 and other
         # characters that JSON allows unescaped inside strings
         records = parse_json_lines(text.split("\n"), str(path))
+        if not records:
+            raise no_json_lines(path)
     return json_objects(records, str(path))
+
+
+def no_json_lines(path: Path) -> DataError:
+    """A JSON-lines file without a record (0 bytes, or blank lines only)."""
+    return DataError(str(path), None, "*", "expected one JSON object per line; the file is empty")
 
 
 def parse_json_lines(lines: Iterable[str], file: str, start: int = 0) -> list[Any]:
@@ -169,6 +177,8 @@ def _parse_error(path: Path, err: Exception) -> DataError:
         row = int(line.group(1)) - 2 if line and path.suffix == ".csv" else None
         where = ""
     msg = f"expected a well-formed {path.suffix[1:]} file{where}; the parser says: {err}"
+    if isinstance(err, PermissionError):
+        msg = f"expected a file this user may read; {err.strerror or 'permission denied'}"
     return DataError(str(path), row if row is None or row >= 0 else None, "*", msg)
 
 
@@ -248,15 +258,7 @@ def _ids(frame: pd.DataFrame, file: str, default_prefix: str | None) -> list[str
     """The ``id`` column as non-empty strings, or ``<default_prefix>-<row>`` when allowed."""
     if "id" not in frame.columns and default_prefix is not None:
         return [f"{default_prefix}-{i}" for i in range(len(frame))]
-    out = []
-    for row, value in enumerate(frame["id"].tolist()):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # ids from a float column (an int column with gaps)
-        if v.is_blank(value) or not isinstance(value, (str, int, np.integer)):
-            msg = f"expected a non-empty string or integer id, found {v.describe(value)}"
-            raise v.row_error(file, row, "id", msg)
-        out.append(str(value))
-    return out
+    return [v.id_text(value, file, row) for row, value in enumerate(frame["id"].tolist())]
 
 
 def _split_hh(chosen: str, rejected: str, file: str, row: int) -> tuple[str, str, str]:

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from arena.data.labels import soft_labels
 from arena.data.schema import LABEL_NAMES, DataError
-from arena.data.validate import describe, is_blank, row_error
+from arena.data.validate import id_text, row_error
 from arena.io import write_json
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABEL_NAMES)
@@ -65,15 +65,7 @@ def _load_frame(path: str) -> pd.DataFrame:
 
 def _ids(col: pd.Series, path: str) -> list[str]:
     """The id column as strings; whole floats (an int column with gaps) lose their ``.0``."""
-    out = []
-    for row, value in enumerate(col.tolist()):
-        if isinstance(value, (float, np.floating)) and value.is_integer():
-            value = int(value)
-        if is_blank(value) or not isinstance(value, (str, int, np.integer)):
-            msg = f"expected a non-empty string or integer id, found {describe(value)}"
-            raise row_error(path, row, "id", msg)
-        out.append(str(value))
-    return out
+    return [id_text(value, path, row) for row, value in enumerate(col.tolist())]
 
 
 def _read_one(path: str, n_classes: int) -> pd.DataFrame:

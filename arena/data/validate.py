@@ -63,6 +63,18 @@ def decode_bytes(raw: bytes) -> str:
         return raw.decode("utf-8", "surrogateescape")
 
 
+def id_text(value: object, file: str, row: int) -> str:
+    """An id cell as text: a non-empty string or an integer; a whole float (an int column with
+    gaps) loses its ``.0``; a boolean (a JSON ``true``) is no id."""
+    if isinstance(value, (float, np.floating)) and value.is_integer():
+        value = int(value)
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if is_blank(value) or not (isinstance(value, str) or is_int):
+        msg = f"expected a non-empty string or integer id, found {describe(value)}"
+        raise row_error(file, row, "id", msg)
+    return str(value)
+
+
 def is_blank(value: object) -> bool:
     """True for None, NaN and strings with nothing but whitespace."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
