@@ -147,3 +147,22 @@ def test_a_failed_predict_leaves_no_complete_looking_result(
         predict_run(cfg)
     assert sorted(p.name for p in out.iterdir()) == ["previous"]  # nothing stale, no temp files
     assert (out / "previous" / "summary.json").read_text() == "the previous run's summary.json"
+
+
+def test_predict_batches_by_a_token_budget_by_default(
+    ckpts: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+
+    from arena.data.batching import sorted_batches
+    from arena.inference.run import load_ensemble
+
+    cfg = predict_cfg(lmsys_test_file(tmp_path), tmp_path, f"ckpt={ckpts['linear2']}",
+                      f"paths.cache_dir={ckpts['linear2'].parent / 'cache'}")  # fmt: skip
+    member = load_ensemble(cfg, torch.device("cpu")).members[0]
+    budget, cap = member.max_tokens, member.batch_size
+    assert budget is not None
+    short = sorted_batches(np.full(2000, 40), budget, cap, 0, 1)  # short rows: big batches
+    long = sorted_batches(np.full(64, 2048), budget, cap, 0, 1)  # long rows: a few each
+    assert min(len(b) for b in short[:-1]) > 256 and max(len(b) for b in long) == budget // 2048
