@@ -200,3 +200,33 @@ def test_a_truncated_checkpoint_is_named_with_the_newest_whole_one(tmp_path: Pat
     assert f"ckpt_path={folder / 'epoch00-step6.ckpt'}" in str(err.value)
     check_resumable(tmp_path, str(folder / "epoch00-step6.ckpt"))  # a whole one passes
     check_resumable(tmp_path / "fresh", "last")  # nothing to resume yet: a fresh start
+
+
+def test_a_signal_stops_training_at_an_optimizer_step(tmp_path: Path) -> None:
+    """With gradients accumulated over 3 batches, a SIGTERM during the first batch stops after
+    the third (the first optimizer step), with a checkpoint that last.ckpt points to."""
+    import signal
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from arena.callbacks import GracefulStop, TrainingInterrupted
+
+    class Signal(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == 0:
+                os.kill(os.getpid(), signal.SIGTERM)  # caught by GracefulStop's handler
+
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last="link")
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=10, accumulate_grad_batches=3, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[Signal(), GracefulStop(), checkpoints],
+    )  # fmt: skip
+    with pytest.raises(TrainingInterrupted) as stop:
+        trainer.fit(BoringModel())
+    assert stop.value.code == 143 and trainer.global_step == 1
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.resolve() == stop.value.checkpoint == last.parent / "interrupted-step1.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 1
+    handler = signal.getsignal(signal.SIGTERM)  # the handler from before training is back
+    assert not isinstance(getattr(handler, "__self__", None), GracefulStop)

@@ -62,9 +62,9 @@ class GracefulStop(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        loop = trainer.fit_loop.epoch_loop
-        if loop._should_accumulate():  # the gradients of a partial accumulation would be lost
-            return
+        stepped = (idx + 1) % trainer.accumulate_grad_batches == 0
+        if not (stepped or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
+            return  # mid-accumulation: the gradients gathered so far would be lost
         # every rank decides alike, whichever of them the signal reached
         if not trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
             return
