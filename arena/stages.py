@@ -88,8 +88,8 @@ def hydra_value(value: object) -> str:
 
 
 def sweep_dir(log_dir: Path, experiment: str) -> Path:
-    """Where the fold runs of ``experiment`` go: the ``multirun_*`` glob of distillation
-    experiments (``${paths.log_dir}/train/<teacher>/multirun_*/*/oof.parquet``) finds them."""
+    """Where the fold runs of ``experiment`` go: the teacher stores of distillation experiments
+    (``runs: ${paths.log_dir}/train/<teacher>/multirun_*``) read this sweep."""
     return log_dir / "train" / experiment / SWEEP_NAME
 
 
