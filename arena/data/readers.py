@@ -238,9 +238,9 @@ class PromptKinds:
         return self.lists > 0
 
 
-def _detect(frame: pd.DataFrame, path: Path, fmt: Format, start: int = 0) -> Format:
-    """The layout of ``frame`` (file rows ``start, ...``) from its columns and, for a csv with
-    prompts, whether every prompt cell is a JSON turn list."""
+def _detect(frame: pd.DataFrame, path: Path, fmt: Format) -> Format:
+    """The layout of ``frame`` from its columns and, for a csv with prompts, whether every
+    prompt cell is a JSON turn list."""
     cols = set(frame.columns)
     if fmt != "auto":
         return fmt
@@ -249,7 +249,7 @@ def _detect(frame: pd.DataFrame, path: Path, fmt: Format, start: int = 0) -> For
     if cols & set(ONE_HOT_COLUMNS[:2]):
         return "lmsys"
     lists = path.suffix == ".csv" and "prompt" in cols
-    if lists and PromptKinds().add(frame["prompt"], start).turn_lists(str(path)):
+    if lists and PromptKinds().add(frame["prompt"]).turn_lists(str(path)):
         return "lmsys"
     return "wsdm" if "winner" in cols else "generic"
 
