@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 OUT ?= logs/pipeline-smoke
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-all lint format bench pipeline-smoke clean
+.PHONY: help install train test test-unit test-all lint format bench pipeline-smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -23,10 +23,13 @@ install: $(STAMP) ## create .venv and install arena with its dev, demo and sweep
 train: $(STAMP) ## run the main job: python -m arena.train (the CPU quickstart); ARGS= adds overrides
 	$(PY) -m arena.train $(ARGS)
 
-test: $(STAMP) ## run the test suite (CPU; everything but slow and gpu tests)
+test: $(STAMP) ## run the unit and integration tiers (CPU; not the slow and gpu ones)
 	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
 
-test-all: $(STAMP) ## run every test, slow ones too (gpu ones skip without CUDA)
+test-unit: $(STAMP) ## run the unit tier only (tests/unit: one library package each, fast)
+	$(PY) -m pytest tests/unit -m "not slow and not gpu" $(ARGS)
+
+test-all: $(STAMP) ## run every tier: slow quality regressions too (gpu tests skip without CUDA)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy

@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from arena.config import register_resolvers
+from arena.distributed import resolve_device
 from arena.inference.generation import Sampling, load_generator, read_prompts, respond
-from arena.inference.run import resolve_device
-from arena.io import write_json, write_parquet
+from arena.utils.config import register_resolvers
+from arena.utils.io import write_json, write_parquet
 
 register_resolvers()
 log = logging.getLogger(__name__)

@@ -20,43 +20,54 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from arena.config import register_resolvers
-from arena.inference.ensemble import combine
-from arena.inference.run import load_ensemble, quantized_block, read_test, resolve_device
-from arena.inference.submission import compare_probs
-from arena.io import write_json
+from arena.data.chunks import ReadOptions
+from arena.data.readers import read_pairs
+from arena.distributed import resolve_device
+from arena.inference.ensemble import Ensemble, combine
+from arena.inference.submission import compare_probs, quantized_block
 from arena.models.checkpoint import checkpoint_dir
 from arena.models.merge import merge_checkpoints, quantized_copy, save_merged
-from arena.models.quant import quantization_from_bits
+from arena.models.quant import quantization_from_bits, torch_dtype
+from arena.utils.config import register_resolvers
+from arena.utils.io import write_json
 
 register_resolvers()
 log = logging.getLogger(__name__)
 
 
 def _log_probs(cfg: DictConfig, path: Path, table: pd.DataFrame, device: torch.device) -> Any:
-    """(n, C) log probabilities of every row of ``table`` under one checkpoint (as saved)."""
-    one = OmegaConf.create(
-        {
-            "ckpt": str(path),
-            "weights": None,
-            "combine": "logit",
-            "quantize": None,
-            "autocast": cfg.autocast,
-            "batch_size": cfg.batch_size,
-            "max_tokens": cfg.max_tokens,
-            "paths": {"cache_dir": cfg.paths.cache_dir},
-        }
-    )
-    member = load_ensemble(one, device).members[0]
+    """(n, C) log probabilities of every row of ``table`` under one checkpoint, loaded as saved
+    and formatted with its training budget (the merged model and its folds alike)."""
+    member = Ensemble.from_checkpoints(
+        [path],
+        cache_dir=Path(cfg.paths.cache_dir),
+        device=device,
+        autocast=torch_dtype(cfg.autocast) if cfg.autocast else None,
+        batch_size=cfg.batch_size,
+        max_tokens=cfg.max_tokens,
+    ).members[0]
     return member.log_probs(member.encode(table), np.arange(len(table)))
+
+
+def _read_held_out(cfg: DictConfig) -> pd.DataFrame:
+    data = cfg.data
+    columns = cast(dict[str, str], OmegaConf.to_container(data.columns)) if data.columns else None
+    read = ReadOptions.for_file(
+        data.test_file,
+        format=data.format,
+        columns=columns,
+        surrogates=data.surrogates,
+        empty=data.empty,
+    )
+    return read_pairs(read.path, **read.kwargs())[0]  # type: ignore[arg-type]
 
 
 def compare(
@@ -77,14 +88,14 @@ def compare(
 
 def merge_run(cfg: DictConfig) -> dict[str, Any]:
     """Merge ``cfg.ckpts``, save, optionally export and compare; returns the summary."""
-    ckpts = list(cfg.ckpts) if isinstance(cfg.ckpts, ListConfig | list) else [cfg.ckpts]
+    ckpts = list(cfg.ckpts) if OmegaConf.is_list(cfg.ckpts) else [cfg.ckpts]
     folds = [checkpoint_dir(str(p)) for p in ckpts]
     bits = quantization_from_bits(cfg.export_bits)  # bad values fail before any work
-    table = read_test(cfg)[0] if cfg.data.test_file else None
+    table = _read_held_out(cfg) if cfg.data.test_file else None
     out, cache = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir)
     began = time.perf_counter()
-    model, tokenizer, config = merge_checkpoints(folds, method=cfg.method, cache_dir=cache)
-    merged = save_merged(model, tokenizer, config, out / "checkpoints" / "final")
+    model, tokenizer, spec = merge_checkpoints(folds, method=cfg.method, cache_dir=cache)
+    merged = save_merged(model, tokenizer, spec, out / "checkpoints" / "final")
     del model
     summary: dict[str, Any] = {
         "method": cfg.method,

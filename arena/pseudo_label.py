@@ -31,12 +31,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from arena.config import register_resolvers
 from arena.data.readers import read_pairs
 from arena.data.schema import LABEL_NAMES, ReadReport
+from arena.distributed import resolve_device
 from arena.inference.ensemble import TTA, Ensemble, Prediction
-from arena.inference.run import load_ensemble, resolve_device
-from arena.io import write_json, write_parquet
+from arena.models.quant import quantization_from_bits, torch_dtype
+from arena.utils.config import register_resolvers
+from arena.utils.io import write_json, write_parquet
 
 register_resolvers()
 log = logging.getLogger(__name__)
@@ -162,7 +163,20 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
     out = _check(cfg)
     tta = TTA(cfg.tta, cfg.uncertain_fraction, cfg.time_budget_s, cfg.uncertainty)
     table, report = read_unlabeled(cfg)
-    ensemble = load_ensemble(cfg, resolve_device(cfg.device))
+    weights = None if cfg.weights is None else [float(w) for w in _as_list(cfg.weights)]
+    ensemble = Ensemble.from_checkpoints(
+        _as_list(cfg.ckpt),
+        weights,
+        cfg.combine,
+        cache_dir=Path(cfg.paths.cache_dir),
+        device=resolve_device(cfg.device),
+        quantization=quantization_from_bits(cfg.quantize),
+        trust_remote_code=bool(cfg.trust_remote_code),
+        autocast=torch_dtype(cfg.autocast) if cfg.autocast else None,
+        batch_size=cfg.batch_size,
+        max_tokens=cfg.max_tokens,
+        max_length=cfg.max_length,
+    )
     result = ensemble.predict(table, tta)
     probs = drop_tie(result.probs) if cfg.binary else result.probs
     keep = confident_rows(probs, cfg.min_confidence)

@@ -1,4 +1,7 @@
-"""Shared fixtures: Hydra composition of the real conf/ and the repo paths."""
+"""Shared fixtures: Hydra composition of the real conf/, the repo paths, tiny checkpoints, models.
+
+The tier is the folder: everything under ``tests/integration`` is marked ``integration``
+(commands, subprocesses, real data), ``tests/unit/<package>`` tests one library package."""
 
 from __future__ import annotations
 
@@ -11,9 +14,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from arena.config import register_resolvers
+from arena.data.synthetic import make_synthetic
 from arena.inference import Predictor
-from tests.predict_helpers import CHECKPOINTS, build_checkpoint
+from arena.models.merge import merge_checkpoints, save_merged
+from arena.utils.config import register_resolvers
+from tests.helpers import (
+    CHAT_TEMPLATE,
+    CHECKPOINTS,
+    build_checkpoint,
+    build_decoder,
+    lora_fold,
+    write_wsdm,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -70,3 +82,46 @@ def predictors(ckpts: dict[str, Path]) -> dict[str, Predictor]:
         name: Predictor.from_checkpoint(path, cache_dir=cache, max_tokens=1200, batch_size=16)
         for name, path in ckpts.items()
     }
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("folds")
+    cache = root / "cache"
+    return {
+        "f0": lora_fold(root, cache, 0),
+        "f1": lora_fold(root, cache, 1),
+        "r8": lora_fold(root, cache, 2, r=8),
+        "cache": cache,
+    }
+
+
+@pytest.fixture(scope="module")
+def merged(folds: dict[str, Path]) -> Path:
+    model, tokenizer, config = merge_checkpoints(
+        [folds["f0"], folds["f1"]], method="delta", cache_dir=folds["cache"]
+    )
+    return save_merged(model, tokenizer, config, folds["f0"].parent / "merged")
+
+
+@pytest.fixture(scope="module")
+def decoders(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("decoders")
+    return {
+        "chat": build_decoder("qwen2", root, CHAT_TEMPLATE),
+        "base": build_decoder("llama", root, None),
+    }
+
+
+@pytest.fixture(scope="module")
+def wsdm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    df = make_synthetic(29, seed=21, n_turns_max=2)
+    return write_wsdm(df, tmp_path_factory.mktemp("stream") / "test.parquet", join_turns=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration ``integration`` (the tier is the folder)."""
+    integration = Path(__file__).parent / "integration"
+    for item in items:
+        if integration in item.path.parents:
+            item.add_marker(pytest.mark.integration)

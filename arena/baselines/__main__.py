@@ -17,8 +17,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from arena.baselines.run import baseline_run
-from arena.config import register_resolvers
+from arena.baselines.fit import baseline_run
+from arena.utils.config import register_resolvers
 
 register_resolvers()
 

@@ -19,7 +19,7 @@ from typing import Any
 from arena.bench.common import Settings
 from arena.bench.report import table
 from arena.bench.suite import SECTIONS, run_suite
-from arena.io import write_json
+from arena.utils.io import write_json
 
 _TYPES: dict[str, Any] = {
     "quick": lambda v: v.lower() in ("1", "true", "yes"),

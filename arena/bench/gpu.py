@@ -30,6 +30,7 @@ from arena.bench.common import Settings, equivalence, interleave, pinned_adamw, 
 from arena.bench.inputs import backbone_conf
 from arena.models import BackboneSpec, build_preference_model
 from arena.models.preference import PreferenceModel
+from arena.models.sizing import count_params, matmul_flops_per_token
 
 
 def sync(device: torch.device) -> None:
@@ -193,9 +194,14 @@ def _report(
     layers: int,
     backbone: str,
 ) -> dict[str, Any]:
-    n_params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    counts = count_params(model)
+    n_params = counts["total"] - counts["embedding"]
     real = int(lengths.sum())
-    flops = {k: (6 if k.startswith("train") else 2) * n_params * real for k in times}
+    per_token = {
+        k: matmul_flops_per_token(n_params, counts["trainable"], training=k.startswith("train"))
+        for k in times
+    }
+    flops = {k: per_token[k] * real for k in times}
     achieved = {k: flops[k] / statistics.median(v) for k, v in times.items()}
     mfu = {k: v / peak["flops_per_second"] for k, v in achieved.items()}
     fwd = speedup(times["forward_padded"], times["forward_packed"])

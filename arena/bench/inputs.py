@@ -21,7 +21,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from arena.bench.common import REPO_ROOT, Settings
-from arena.config import register_resolvers
 from arena.data.batching import Collator
 from arena.data.dataset import PairArrays, PairDataset
 from arena.data.format import Budget, Formatter, Template
@@ -30,6 +29,7 @@ from arena.data.schema import COLUMNS, UNKNOWN, one_hot
 from arena.data.tokenize import TokenizedPairs, tokenize_pairs
 from arena.models import TINY_ARCH, BackboneSpec, build_preference_model, load_tokenizer
 from arena.models.preference import PreferenceModel
+from arena.utils.config import register_resolvers
 
 _WORDS = " ".join(
     [

@@ -24,7 +24,7 @@ above the resident set at the stage's start, after imports, model build and a wa
 (flat: one chunk's text and ids at a time), their maximum
 ``peak_memory_ratio_16x_vs_1x``, and ``memory_pipeline_peak_memory_ratio_16x_vs_1x`` of the
 whole-table path; ``inference_repeat`` is a second pass over the same file. Workers free
-memory the way ``arena.predict`` does (:func:`arena.heap.return_freed_memory`).
+memory the way ``arena.predict`` does (:func:`arena.utils.heap.return_freed_memory`).
 """
 
 from __future__ import annotations

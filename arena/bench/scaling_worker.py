@@ -50,9 +50,9 @@ from arena.data.dataset import PairArrays, PairDataset
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_pairs
 from arena.data.tokenize import TokenizedPairs, cached_tokenize, tokenize_chunks
-from arena.heap import return_freed_memory
 from arena.inference import Ensemble, Predictor
 from arena.inference.stream import predict_to_files
+from arena.utils.heap import return_freed_memory
 
 
 class Block(nn.Module):

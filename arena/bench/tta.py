@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from arena.bench.common import Settings
+from arena.data.labels import log_loss
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -56,11 +57,7 @@ def read_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def metrics(probs: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """Accuracy and log loss of (n, C) probabilities."""
-    picked = np.clip(probs[np.arange(len(label)), label], 1e-15, 1.0)
-    return {
-        "acc": float((probs.argmax(1) == label).mean()),
-        "log_loss": float(-np.log(picked).mean()),
-    }
+    return {"acc": float((probs.argmax(1) == label).mean()), "log_loss": log_loss(probs, label)}
 
 
 def uncertain_rows(plain: np.ndarray, fraction: float) -> np.ndarray:

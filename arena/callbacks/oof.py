@@ -2,14 +2,18 @@
 
 After every validation run (not the sanity check; ``on_validation_end`` comes after the module
 has gathered its predictions) it computes per-language accuracy, whether the model collapsed to
-the class prior and whether it beats the prior's log loss (warning when not), and notes the step
-it scored; at the end of fit (or of a ``trainer.validate`` after it) it writes ``oof.parquet``
+the class prior and whether it beats the prior's log loss, and notes the step it scored. During
+fit it warns how things stand so far ("after N steps ... still sit at the class prior"): a run that
+goes on to learn starts there. The final judgement of the last validation (``verdict``, "nothing
+was learned") is the entry point's to give, once, with the run's result. At the end of fit (or of
+a ``trainer.validate`` after it) it writes ``oof.parquet``
 (``id``, ``fold``, ``prob_model_a``, ``prob_model_b`` [, ``prob_tie``], ``label``, ``language``)
 into the run dir, atomically.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 
+from arena.data.labels import log_loss
 from arena.data.schema import LABEL_NAMES
-from arena.io import write_parquet
 from arena.lit.metrics import check_warning, collapse_check, per_group_accuracy
+from arena.utils.io import write_parquet
+
+log = logging.getLogger(__name__)
 
 
 class OOFWriter(L.Callback):
@@ -32,6 +39,7 @@ class OOFWriter(L.Callback):
     def __init__(self, output_dir: str, tta: bool = False):
         self.output_dir, self.tta = Path(output_dir), tta
         self.checks: dict[str, Any] = {}
+        self.val_log_loss: float | None = None  # of the last validation's OOF probabilities
         self.validated_step: int | None = None  # global step of the last validation
 
     def _probs(self, pl_module: L.LightningModule) -> tuple[np.ndarray, np.ndarray] | None:
@@ -54,14 +62,22 @@ class OOFWriter(L.Callback):
         val = trainer.datamodule.val_df.iloc[index]  # type: ignore[attr-defined]
         labels = val["label"].to_numpy()
         pred = probs.argmax(1)
-        log_loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1)).mean())
+        self.val_log_loss = loss = log_loss(probs, labels)
         by_language = per_group_accuracy(pred, labels, val["language"].to_numpy())
-        self.checks = {**collapse_check(probs, labels, log_loss), "acc_by_language": by_language}
-        warning = check_warning(self.checks, log_loss)
-        if warning is not None:
-            pl_module.print(f"WARNING: {warning}")
+        self.checks = {**collapse_check(probs, labels, loss), "acc_by_language": by_language}
+        if trainer.state.fn == "fit":
+            warning = check_warning(self.checks, loss, step=trainer.global_step)
+            if warning is not None:
+                log.warning(warning)
         if trainer.state.fn == "validate":
             self.on_fit_end(trainer, pl_module)
+
+    def verdict(self) -> str | None:
+        """The final judgement of the last validation (collapsed: "nothing was learned"), or None
+        when it deserves no warning or none ran."""
+        if not self.checks or self.val_log_loss is None:
+            return None
+        return check_warning(self.checks, self.val_log_loss)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         got = self._probs(pl_module)

@@ -8,37 +8,25 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
 
-# dense bf16/fp16 tensor-core peaks (FLOP/s) of GPUs whose name contains the key
-GPU_PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-    "V100": 125e12,
-    "T4": 65e12,
-}
+from arena.models.sizing import count_params, matmul_flops_per_token
 
 
 def training_flops_per_token(model: torch.nn.Module) -> float:
-    """``2·N·(2 + trained share)``: forward, activation gradients and trained-weight gradients over
-    the non-embedding weights (attention scores left out: a lower bound, as MFU conventions do)."""
-    total = trained = 0
-    for name, p in model.named_parameters():
-        if "embed" not in name:
-            total += p.numel()
-            trained += p.numel() if p.requires_grad else 0
-    return 2.0 * total * (2.0 + trained / max(total, 1))
+    """Matmul FLOPs of one training token over the non-embedding weights
+    (:func:`arena.models.sizing.matmul_flops_per_token`)."""
+    counts = count_params(model)
+    return matmul_flops_per_token(counts["total"] - counts["embedding"], counts["trainable"])
 
 
 class Throughput(L.Callback):
     """Args:
     log_every_n_steps: how often to log the rates of the last window.
     flops_per_token: training FLOPs per real token; None derives it from the model.
-    peak_flops: the device's peak FLOP/s at the training precision; None looks the GPU up in
-        :data:`GPU_PEAK_FLOPS` (no MFU on CPU or an unknown GPU).
+    peak_flops: the device's peak FLOP/s at the training precision; None takes Lightning's
+        ``get_available_flops`` for the GPU and the precision (no MFU on CPU or an unknown GPU;
+        its H200 entries are the 2:4-sparse figures, twice the dense peak).
     """
 
     def __init__(
@@ -54,9 +42,11 @@ class Throughput(L.Callback):
         self._t0 = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.peak is None and torch.cuda.is_available():
-            name = torch.cuda.get_device_name()
-            self.peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in name), None)
+        if self.peak is None and pl_module.device.type == "cuda":
+            precision = str(trainer.precision)
+            dtype = torch.bfloat16 if "bf16" in precision else torch.float32
+            dtype = torch.float16 if precision.startswith("16") else dtype
+            self.peak = get_available_flops(pl_module.device, dtype)
         if self.peak and self.flops_per_token is None:
             self.flops_per_token = training_flops_per_token(pl_module)
 

@@ -56,7 +56,7 @@ from arena.data.readers import (
 )
 from arena.data.schema import DataError, EmptyPolicy, ReadReport, SurrogatePolicy
 
-__all__ = ["Chunk", "file_layout", "iter_pairs", "merge_reports"]
+__all__ = ["Chunk", "ReadOptions", "file_layout", "iter_pairs", "merge_reports"]
 
 _DUPLICATE_ROWS = re.compile(r"rows (\d+) and (\d+)")
 
@@ -255,3 +255,60 @@ def iter_pairs(
         )
         yield Chunk(table, start, len(frame), report)
         start += len(frame)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a command reads one pair file, whole (``read_pairs``) or in chunks (``iter_pairs``):
+    the layout is decided once for the whole file, so the reader and the submission agree.
+
+    Attributes:
+        path: the file.
+        format: its layout (never ``auto`` once built by :meth:`for_file`).
+        columns: a column mapping for ``generic`` files.
+        surrogates, empty: policies for broken unicode and empty cells.
+    """
+
+    path: str
+    format: Format
+    columns: dict[str, str] | None = None
+    surrogates: SurrogatePolicy = "repair"
+    empty: EmptyPolicy = "keep"
+
+    @classmethod
+    def for_file(
+        cls,
+        path: str | Path,
+        *,
+        format: Format = "auto",
+        columns: dict[str, str] | None = None,
+        surrogates: SurrogatePolicy = "repair",
+        empty: EmptyPolicy = "keep",
+        every_row: bool = False,
+    ) -> ReadOptions:
+        """Checked options for ``path``, its layout resolved from the file.
+
+        Args:
+            every_row: the output needs one row per input row (a submission), so
+                ``empty="drop"`` is refused.
+
+        Raises:
+            FileNotFoundError: ``path`` is not a file.
+            ValueError: ``empty="drop"`` where every row is needed.
+            DataError: the file is unreadable or mixes layouts.
+        """
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} is not a file")
+        if every_row and empty == "drop":
+            raise ValueError("a submission needs every row: data.empty=drop is not allowed here")
+        layout = file_layout(path, format=format, columns=columns)
+        return cls(str(path), layout, columns, surrogates, empty)
+
+    def kwargs(self) -> dict[str, object]:
+        """Keywords of ``read_pairs`` / ``iter_pairs`` (all but the path)."""
+        return {
+            "format": self.format,
+            "columns": self.columns,
+            "surrogates": self.surrogates,
+            "empty": self.empty,
+        }

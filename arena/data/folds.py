@@ -17,8 +17,6 @@ hash, so every run and every teacher of a K-fold distillation agrees on the fold
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import pandas as pd
 from arena.data.readers import read_many
 from arena.data.schema import DataError, ReadReport
 from arena.data.synthetic import make_synthetic
+from arena.utils.io import write_parquet
 
 
 def normalize_prompt(prompt: str | Iterable[str]) -> str:
@@ -204,19 +203,6 @@ def _read_folds(path: Path, ids: pd.Index, n_folds: int) -> np.ndarray:
     return folds
 
 
-def _write_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write a parquet file through a temporary file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def folds_for(df: pd.DataFrame, n_folds: int, seed: int, store_dir: Path) -> np.ndarray:
     """Fold of every row, computed once per data content and stored for every later run.
 
@@ -240,7 +226,7 @@ def folds_for(df: pd.DataFrame, n_folds: int, seed: int, store_dir: Path) -> np.
     if path.exists():
         return _read_folds(path, ids, n_folds)
     folds = assign_folds(df, n_folds, seed)
-    _write_atomic(pd.DataFrame({"id": ids.to_numpy(), "fold": folds}), path)
+    write_parquet(path, pd.DataFrame({"id": ids.to_numpy(), "fold": folds}))
     return folds
 
 

@@ -163,3 +163,10 @@ def labels_of(
         row = int(np.flatnonzero(hard == UNLABELED)[0])
         raise row_error(file, row, "label", "labels required (labeled=True), found -1")
     return hard, soft
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log probability of the true class of (n, C) ``probs`` for (n,) ``labels``,
+    each clipped to [1e-15, 1] as Kaggle scores it."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)
+    return float(-np.log(picked).mean())

@@ -13,8 +13,11 @@ Usage::
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import pandas as pd
+import torch
 
 from arena.data.schema import LABEL_A, LABEL_B, teacher_columns
 
@@ -25,6 +28,7 @@ SWAPPED_COLUMN_PAIRS: tuple[tuple[str, str], ...] = (
 )
 # Where each class index goes: A <-> B, tie (index 2) stays.
 _PERMUTATION = {2: np.array([1, 0]), 3: np.array([1, 0, 2])}
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 
 def swap_label(label: int) -> int:
@@ -59,11 +63,11 @@ def swap_labels(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def swap_probs(p: np.ndarray) -> np.ndarray:
+def swap_probs(p: ArrayOrTensor) -> ArrayOrTensor:
     """Exchange the A and B entries of probability (or logit) vectors.
 
     Args:
-        p: array of shape (..., C) with C = 2 (A, B) or C = 3 (A, B, tie).
+        p: array or tensor of shape (..., C) with C = 2 (A, B) or C = 3 (A, B, tie).
 
     Returns:
         A new array of shape (..., C), same dtype, with entries 0 and 1 exchanged; the tie
@@ -72,7 +76,8 @@ def swap_probs(p: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: if the last dimension is not 2 or 3.
     """
-    p = np.asarray(p)
+    if not isinstance(p, torch.Tensor):
+        p = np.asarray(p)
     if p.ndim == 0 or p.shape[-1] not in _PERMUTATION:
         raise ValueError(f"swap_probs expects shape (..., 2) or (..., 3), got {p.shape}")
     return p[..., _PERMUTATION[p.shape[-1]]]

@@ -22,7 +22,7 @@ import pyarrow as pa
 from arena.data.labels import soft_labels
 from arena.data.schema import LABEL_NAMES, DataError
 from arena.data.validate import id_text, row_error
-from arena.io import write_json
+from arena.utils.io import write_json
 
 PROB_COLUMNS = tuple(f"prob_{name}" for name in LABEL_NAMES)
 

@@ -17,7 +17,6 @@ a file, so the raw text and the ids of one chunk are held at a time, whatever th
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from arena.data.schema import TEXT_COLUMNS
+from arena.utils.io import atomic_dir
 
 _CACHE_VERSION = "2"
 _ARRAYS = ("ids", "offsets", "turns")
@@ -67,11 +67,9 @@ class TokenizedPairs:
 
     def save(self, path: Path) -> None:
         """Write a folder of ``.npy`` files atomically (built beside it, then renamed)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        for name in _ARRAYS:
-            np.save(tmp / f"{name}.npy", getattr(self, name))
-        _publish(tmp, path)
+        with atomic_dir(path, replace=False) as tmp:  # another process may publish it first
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
 
     @classmethod
     def load(cls, path: Path) -> TokenizedPairs:
@@ -82,16 +80,6 @@ class TokenizedPairs:
 def _map(path: Path) -> np.ndarray:
     array = np.load(path, mmap_mode="r", allow_pickle=False)
     return array if array.size else np.array(array)  # an empty file cannot be mapped
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    """Rename a finished folder into place; if another process published it first, keep theirs."""
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        if not path.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pieces(df: pd.DataFrame) -> Iterator[str]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from arena.data.schema import LABEL_NAMES, TEXT_COLUMNS, UNLABELED
 from arena.data.validate import ONE_HOT_COLUMNS
-from arena.io import atomic_path
+from arena.utils.io import atomic_path
 
 Layout = Literal["lmsys", "wsdm"]
 TURN_SEPARATOR = "\n\n"

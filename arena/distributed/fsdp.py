@@ -3,7 +3,8 @@ layer (its class named by the backbone YAML's ``decoder_layer``), then the root.
 
 4-bit weights shard only when stored in a float dtype (``bnb_4bit_quant_storage`` = compute dtype,
 the bitsandbytes FSDP-QLoRA route); with the default uint8 storage FSDP2 crashes or trains silently
-wrong (ENVIRONMENT.md), so that combination is refused here with a clear error.
+wrong (accelerate issue #3983; axolotl PR #2992), so that combination is refused here with a clear
+error.
 """
 
 from __future__ import annotations

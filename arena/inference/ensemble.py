@@ -23,13 +23,17 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
 from arena.inference.predictor import Encoded, Predictor
+
+if TYPE_CHECKING:  # the model stack loads only in from_checkpoints (streamed workers start fast)
+    from arena.models.quant import Quantization
 
 TTAMode = Literal["none", "full", "uncertain"]
 Uncertainty = Literal["margin", "max_prob"]
@@ -157,6 +161,60 @@ class Ensemble:
             raise ValueError(f"combine must be prob or logit, got {combine!r}")
         self.members, self.weights, self.how = list(members), w / w.sum(), combine
         self.n_classes = members[0].n_classes
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        paths: Sequence[str | Path],
+        weights: Sequence[float] | None = None,
+        combine: Combine = "prob",
+        *,
+        cache_dir: Path,
+        device: torch.device,
+        quantization: Quantization | None = None,
+        trust_remote_code: bool = False,
+        autocast: torch.dtype | None = None,
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        max_length: int | None = None,
+    ) -> Ensemble:
+        """Load checkpoint (or run) dirs, one member each.
+
+        Args:
+            paths, weights, combine: the members and how they are combined.
+            cache_dir: twin tokenizers and the token cache.
+            device: where the members run (k-bit weights load in place on CUDA).
+            quantization: load the backbones in ``8bit``/``4bit``/``none``; None: as saved.
+            trust_remote_code: allow checkpoints whose backbone runs code shipped with it.
+            autocast, batch_size, max_tokens: see :class:`Predictor`.
+            max_length: tokens a sequence may hold instead of the training budget's; None
+                formats exactly as each checkpoint was trained.
+        """
+        from arena.models.checkpoint import load_checkpoint  # the model stack loads here only
+
+        kbit = quantization not in (None, "none") and device.type == "cuda"
+        members = []
+        for path in paths:
+            loaded = load_checkpoint(
+                Path(path),
+                cache_dir=cache_dir,
+                quantization=quantization,
+                device_map={"": str(device)} if kbit else None,
+                trust_remote_code=trust_remote_code,
+                max_length=max_length,
+            )
+            members.append(
+                Predictor.from_loaded(
+                    *loaded,
+                    cache_dir=cache_dir,
+                    device=device,
+                    autocast=autocast,
+                    batch_size=batch_size,
+                    max_tokens=max_tokens,
+                    max_length=max_length,
+                )
+            )
+        return cls(members, weights, combine)
 
     def predict(self, df: pd.DataFrame, tta: TTA | None = None) -> Prediction:
         """Score every row of ``df`` (plain pass, then swap TTA on the chosen rows)."""

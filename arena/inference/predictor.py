@@ -1,7 +1,8 @@
 """One checkpoint scoring pair tables: length-sorted token-budget batches, rows put back in order.
 
 A :class:`Predictor` formats pairs exactly as its checkpoint was trained (the ``template``,
-``data.budget`` and ``feature_normalizer`` sections of its ``config.yaml``) with its own tokenizer.
+``budget`` and ``feature_normalizer`` of its :class:`arena.models.spec.CheckpointSpec`) with its
+own tokenizer.
 
 Data parallel: with ``world > 1`` (defaults from ``torch.distributed`` when it is initialised)
 rank ``r`` scores every ``world``-th row of the length-sorted order (a balanced share of tokens,
@@ -12,14 +13,16 @@ shares, so every rank gets the full result.
     encoded = predictor.encode(table)
     log_p = predictor.log_probs(encoded, np.arange(len(table)))       # (n, C)
     log_p_swapped_back = predictor.log_probs(encoded, rows, swapped=True)
+    probs = predictor.predict(table)      # (n, C) as given; swap TTA: arena.inference.Ensemble
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -34,6 +37,7 @@ from arena.data.tokenize import cached_tokenize
 
 if TYPE_CHECKING:  # the model stack loads only where checkpoints do (streamed workers start fast)
     from arena.models.preference import PreferenceModel
+    from arena.models.spec import CheckpointSpec
 
 
 @dataclass(frozen=True)
@@ -47,15 +51,6 @@ class Encoded:
 
     dataset: PairDataset
     lengths: np.ndarray
-
-
-def _section(config: dict[str, Any], *keys: str) -> dict[str, Any]:
-    value: Any = config
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            raise KeyError(f"checkpoint config has no {'.'.join(keys)} section")
-        value = value[key]
-    return {k: v for k, v in value.items() if not str(k).startswith("_")}
 
 
 class Predictor:
@@ -110,45 +105,55 @@ class Predictor:
         cls,
         model: PreferenceModel,
         tokenizer: Any,
-        config: dict[str, Any],
+        spec: CheckpointSpec,
         max_length: int | None = None,
         **kw: Any,
     ) -> Predictor:
-        """Build from :func:`load_checkpoint` output; its config sections set the formatting.
+        """Build from :func:`load_checkpoint` output; its spec sets the formatting.
 
         Args:
             max_length: tokens a sequence may hold, in place of the training budget's (a model
                 trained on short inputs can read long responses); the field split is kept.
         """
-        budget = _section(config, "data", "budget")
-        budget["split"] = tuple(budget.get("split", Budget.split))
+        budget = spec.budget
         if max_length is not None:
-            budget["max_length"] = max_length
-        norm = config.get("feature_normalizer")
-        normalizer = FeatureNormalizer.from_dict(norm) if norm else None
-        if int(config["model"].get("n_features") or 0) and normalizer is None:
-            raise KeyError("the model takes features but its config has no feature_normalizer")
-        template = Template(**_section(config, "template"))
-        n_classes = int(config["model"]["n_classes"])  # what the head outputs
-        layout = config["model"].get("architecture", "joint")  # how the model reads a pair
+            budget = dataclasses.replace(budget, max_length=max_length)
+        norm = spec.feature_normalizer
+        if spec.model.n_features and not norm:
+            raise ValueError("the model reads features but its checkpoint has no normalizer")
         return cls(
             model,
             tokenizer,
-            template,
-            Budget(**budget),
-            n_classes=n_classes,
-            normalizer=normalizer,
-            layout=layout,
+            spec.template,
+            budget,
+            n_classes=spec.n_classes,
+            normalizer=FeatureNormalizer.from_dict(norm) if norm else None,
+            layout=cast(Layout, spec.model.architecture),
             **kw,
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, cache_dir: Path, **kw: Any) -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        cache_dir: Path,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+        **kw: Any,
+    ) -> Predictor:
         """Load a checkpoint dir (or a run dir holding ``checkpoints/final``)."""
         from arena.models.checkpoint import load_checkpoint
 
-        model, tokenizer, config = load_checkpoint(Path(path), cache_dir=cache_dir)
-        return cls.from_loaded(model, tokenizer, config, cache_dir=cache_dir, **kw)
+        model, tokenizer, spec = load_checkpoint(
+            Path(path),
+            cache_dir=cache_dir,
+            max_length=max_length,
+            trust_remote_code=trust_remote_code,
+        )
+        return cls.from_loaded(
+            model, tokenizer, spec, max_length=max_length, cache_dir=cache_dir, **kw
+        )
 
     def encode(self, df: pd.DataFrame) -> Encoded:
         """Tokenize ``df`` and compute its features; labels are not read."""
@@ -216,16 +221,9 @@ class Predictor:
         out = torch.log_softmax(torch.from_numpy(out).double(), dim=-1).numpy()
         return swap_probs(out) if swapped else out
 
-    def predict(self, df: pd.DataFrame, tta: Any = None) -> np.ndarray:
-        """(n, C) float64 probabilities of every row of ``df``, in its order.
-
-        Args:
-            df: pair table.
-            tta: an :class:`arena.inference.TTA` or None (no TTA).
-        """
-        from arena.inference.ensemble import Ensemble  # the ensemble module builds on this one
-
-        return Ensemble([self]).predict(df, tta).probs
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """(n, C) float64 probabilities of every row of ``df`` as given, in its order."""
+        return np.exp(self.log_probs(self.encode(df), np.arange(len(df))))
 
 
 def assemble(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int, n_classes: int) -> np.ndarray:

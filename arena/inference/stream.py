@@ -1,8 +1,8 @@
 """Streamed prediction: score a pair file chunk by chunk, so memory stays flat as files grow.
 
     with OutputFiles(out_dir, "wsdm") as out:            # temp files, renamed when the block ends
-        streamed = predict_file(ensemble, "test.parquet", TTA("uncertain"), chunk_rows=8192,
-                                read={"empty": "placeholder"}, out=out)
+        read = ReadOptions.for_file("test.parquet", empty="placeholder")
+        streamed = predict_file(ensemble, read, TTA("uncertain"), chunk_rows=8192, out=out)
     streamed.prediction.probs, streamed.labels, streamed.report   # (n, C), (n,), ReadReport
 
 Each chunk (:func:`arena.data.chunks.iter_pairs`) is encoded by every member and scored in
@@ -26,13 +26,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from arena.data.chunks import Chunk, iter_pairs, merge_reports
+from arena.data.chunks import Chunk, ReadOptions, iter_pairs, merge_reports
 from arena.data.schema import ReadReport
 from arena.inference.ensemble import TTA, Ensemble, Prediction, select_rows
 from arena.inference.predictor import Encoded
@@ -43,7 +43,7 @@ from arena.inference.submission import (
     prob_frame,
     submission_frame,
 )
-from arena.io import atomic_path
+from arena.utils.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Streamed:
 class OutputFiles:
     """``probs.parquet`` and ``submission.csv`` written a chunk at a time into temporary files
     beside their final names, renamed into place when the ``with`` block ends without error
-    (:func:`arena.io.atomic_path`); on an error neither file appears.
+    (:func:`arena.utils.io.atomic_path`); on an error neither file appears.
 
     Args:
         out_dir: the folder of both files.
@@ -113,12 +113,12 @@ class OutputFiles:
 class _Reader:
     """:func:`iter_pairs` over one file, as often as asked, counting the seconds spent reading."""
 
-    def __init__(self, path: str | Path, chunk_rows: int, read: dict[str, Any]):
-        self.path, self.chunk_rows, self.read = path, chunk_rows, read
+    def __init__(self, read: ReadOptions, chunk_rows: int):
+        self.path, self.chunk_rows, self.read = read.path, chunk_rows, read
         self.seconds = 0.0
 
     def chunks(self) -> Iterator[Chunk]:
-        chunks = iter_pairs(self.path, chunk_rows=self.chunk_rows, **self.read)
+        chunks = iter_pairs(self.path, chunk_rows=self.chunk_rows, **self.read.kwargs())  # type: ignore[arg-type]
         while True:
             began = time.perf_counter()
             chunk = next(chunks, None)
@@ -151,28 +151,28 @@ def _score(
 
 def predict_file(
     ensemble: Ensemble,
-    path: str | Path,
+    source: ReadOptions | str | Path,
     tta: TTA | None = None,
     *,
     chunk_rows: int = 8192,
-    read: dict[str, Any] | None = None,
     out: OutputFiles | None = None,
 ) -> Streamed:
     """Score every row of ``path`` a chunk at a time (see the module docstring).
 
     Args:
         ensemble: the checkpoints.
-        path: a pair file (any layout :func:`arena.data.readers.read_pairs` reads).
+        source: a pair file (any layout :func:`arena.data.readers.read_pairs` reads; options
+            from :meth:`ReadOptions.for_file`), or the options to read one with.
         tta: swap TTA; None scores as given.
         chunk_rows: rows read, encoded and scored at a time.
-        read: keyword arguments of :func:`iter_pairs` (``format``, ``columns``, ``empty``, ...).
         out: where rows go as they are finished (None: nowhere, e.g. on ranks above 0).
 
     Returns:
         the probabilities ``ensemble.predict(read_pairs(path)[0], tta)`` gives, up to the
         rounding of other batch shapes, with the labels and the read report.
     """
-    tta, reader = tta or TTA(), _Reader(path, chunk_rows, read or {})
+    read = source if isinstance(source, ReadOptions) else ReadOptions.for_file(source)
+    tta, reader = tta or TTA(), _Reader(read, chunk_rows)
     start, plain_seconds = time.perf_counter(), 0.0
     plain_parts, final_parts, label_parts, cost_parts, reports = [], [], [], [], []
     for chunk in reader.chunks():
@@ -196,25 +196,24 @@ def predict_file(
         chosen = ensemble.broadcast(select_rows(plain, tta, np.concatenate(cost_parts), left))
         probs = _rescore_pass(ensemble, reader, plain, chosen, out)
     prediction = Prediction(probs, plain, chosen, time.perf_counter() - start, plain_seconds)
-    return Streamed(prediction, np.concatenate(label_parts), merge_reports(str(path), reports))
+    return Streamed(prediction, np.concatenate(label_parts), merge_reports(read.path, reports))
 
 
 def predict_to_files(
     ensemble: Ensemble,
-    path: str | Path,
+    source: ReadOptions | str | Path,
     tta: TTA | None,
     out_dir: Path | None,
     *,
     layout: Layout,
     chunk_rows: int = 8192,
-    read: dict[str, Any] | None = None,
 ) -> Streamed:
     """:func:`predict_file` writing ``probs.parquet`` and ``submission.csv`` into ``out_dir``
     (both renamed into place at the end; None writes nothing, as on ranks above 0)."""
     if out_dir is None:
-        return predict_file(ensemble, path, tta, chunk_rows=chunk_rows, read=read)
+        return predict_file(ensemble, source, tta, chunk_rows=chunk_rows)
     with OutputFiles(out_dir, layout) as out:
-        return predict_file(ensemble, path, tta, chunk_rows=chunk_rows, read=read, out=out)
+        return predict_file(ensemble, source, tta, chunk_rows=chunk_rows, out=out)
 
 
 def _rescore_pass(

@@ -22,8 +22,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from arena.data.labels import log_loss
 from arena.data.schema import LABEL_NAMES
-from arena.io import atomic_path, write_json, write_parquet
+from arena.utils.io import atomic_path, write_json, write_parquet
 
 Layout = Literal["wsdm", "lmsys"]
 LMSYS_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
@@ -79,11 +80,10 @@ def evaluate(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         out["n_unscorable"] = int((labels >= n_classes).sum())
     if ok.any():
         truth = labels[ok]
-        p_true = np.clip(probs[ok, truth], 1e-15, 1.0)
         out.update(
             n_labeled=int(ok.sum()),
             acc=float((probs[ok].argmax(1) == truth).mean()),
-            log_loss=float(-np.log(p_true).mean()),
+            log_loss=log_loss(probs[ok], truth),
             label_counts=_counts(truth, n_classes),
         )
     return out
@@ -106,6 +106,23 @@ def compare_probs(
         if key in ours:
             out |= {key: ours[key], f"{name}_{key}": theirs[key]}
     return out
+
+
+def quantized_block(
+    bits: int, probs: np.ndarray, reference: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """Quantized (n, C) probabilities against full-precision ones on the same (n,) labels.
+
+    Returns:
+        ``bits``, ``max_abs_prob_diff`` and, for labelled rows, ``acc``, ``log_loss``,
+        ``reference_acc``, ``reference_log_loss``, ``delta_acc``, ``delta_log_loss``
+        (quantized minus reference).
+    """
+    block = {"bits": int(bits), **compare_probs(probs, reference, labels, "reference")}
+    for key in ("acc", "log_loss"):
+        if key in block:
+            block[f"delta_{key}"] = block[key] - block[f"reference_{key}"]
+    return block
 
 
 def set_aside_previous(out_dir: Path) -> None:

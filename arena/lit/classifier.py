@@ -1,6 +1,6 @@
 """``ClassifierModule``: the pairwise reward classifier as a LightningModule.
 
-Batches come from :class:`arena.data.PreferenceDataModule`. Validation batches may carry both
+Batches come from :class:`arena.lit.PreferenceDataModule`. Validation batches may carry both
 orders of every pair (``2B`` sequences, originals first): the module then reports plain metrics,
 swap-TTA metrics (``_tta`` keys: mean of the prediction and the un-swapped prediction of the
 swapped input) and ``val/swap_consistency``.
@@ -17,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
+from torchmetrics.aggregation import CatMetric
 
+from arena.data.swap import swap_probs
 from arena.distributed import shard_model
 from arena.lit.metrics import make_metrics
 from arena.losses import PreferenceLoss
@@ -25,24 +27,6 @@ from arena.models import load_trainable_state_dict
 from arena.models.checkpoint import read_trainable
 
 Batch = dict[str, torch.Tensor]
-
-
-def swap_probs_t(p: torch.Tensor) -> torch.Tensor:
-    """(B, C) probabilities of (A, B[, tie]) -> those of the swapped pair."""
-    order = [1, 0, 2][: p.shape[-1]]
-    return p[..., order]
-
-
-def gather_rows(module: L.LightningModule, x: torch.Tensor) -> torch.Tensor:
-    """Concatenate (n_r, ...) tensors of every rank, n_r possibly different per rank."""
-    if module.trainer.world_size == 1:
-        return x
-    n = cast(torch.Tensor, module.all_gather(torch.tensor(x.shape[0], device=x.device)))
-    longest = int(n.max())
-    padded = torch.zeros((longest, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x
-    every = cast(torch.Tensor, module.all_gather(padded))
-    return torch.cat([every[r, : int(n[r])] for r in range(every.shape[0])])
 
 
 def capture_rng() -> dict[str, Any]:
@@ -110,7 +94,10 @@ class ClassifierModule(L.LightningModule):
         self.val_metrics = make_metrics(n_classes).clone(prefix="val/")
         self.val_metrics_tta = make_metrics(n_classes).clone(prefix="val/", postfix="_tta")
         self.swap_consistency = MeanMetric()
-        self.val_outputs: list[dict[str, torch.Tensor]] = []
+        # every validation row's index and probabilities, gathered over ranks (OOF files)
+        self.val_index = CatMetric(nan_strategy="disable").set_dtype(torch.float64)
+        self.val_probs = CatMetric(nan_strategy="disable")
+        self.val_probs_tta = CatMetric(nan_strategy="disable")
         self.val_predictions: dict[str, torch.Tensor] | None = None
         self.strict_loading = False  # checkpoints hold only the trained parameters
 
@@ -183,30 +170,32 @@ class ClassifierModule(L.LightningModule):
         labels = batch["label"]
         probs = F.softmax(out["logits"], dim=-1)
         self.val_metrics.update(probs, labels)
-        record = {"index": batch["index"], "probs": probs}
+        self.val_index.update(batch["index"])
+        self.val_probs.update(probs.float())
         if out["logits_swapped"].shape[0]:
-            back = swap_probs_t(F.softmax(out["logits_swapped"], dim=-1))
+            back = swap_probs(F.softmax(out["logits_swapped"], dim=-1))
             tta = (probs + back) / 2
             self.val_metrics_tta.update(tta, labels)
             self.swap_consistency.update((probs.argmax(-1) == back.argmax(-1)).float())
-            record["probs_tta"] = tta
-        self.val_outputs.append(record)
+            self.val_probs_tta.update(tta.float())
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        # computed metrics are synced over ranks already: sync_dist averages equal values
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
-        if self.val_outputs and "probs_tta" in self.val_outputs[0]:
-            self.log_dict(self.val_metrics_tta.compute())
-            self.log("val/swap_consistency", self.swap_consistency.compute())
+        with_tta = self.val_probs_tta.update_called
+        if with_tta:
+            self.log_dict(self.val_metrics_tta.compute(), sync_dist=True)
+            self.log("val/swap_consistency", self.swap_consistency.compute(), sync_dist=True)
             self.val_metrics_tta.reset()
             self.swap_consistency.reset()
-        if self.val_outputs:
-            keys = self.val_outputs[0].keys()
-            self.val_predictions = {
-                k: gather_rows(self, torch.cat([o[k] for o in self.val_outputs])).cpu()
-                for k in keys
-            }
-        self.val_outputs.clear()
+        if self.val_index.update_called:
+            rows = {"index": self.val_index, "probs": self.val_probs}
+            rows |= {"probs_tta": self.val_probs_tta} if with_tta else {}
+            self.val_predictions = {k: m.compute().cpu() for k, m in rows.items()}
+            self.val_predictions["index"] = self.val_predictions["index"].long()
+        for metric in (self.val_index, self.val_probs, self.val_probs_tta):
+            metric.reset()
 
     def _param_groups(self) -> list[dict[str, Any]]:
         assert self.model is not None

@@ -91,12 +91,27 @@ def ranking_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(per_class[torch.from_numpy(present).long()].mean())
 
 
-def check_warning(checks: dict[str, Any], log_loss: float) -> str | None:
-    """The warning a run's :func:`collapse_check` result deserves, or None."""
+def check_warning(checks: dict[str, Any], log_loss: float, step: int | None = None) -> str | None:
+    """The warning a run's :func:`collapse_check` result deserves, or None.
+
+    Args:
+        step: the global step of a validation during fit: the warning says how things stand so
+            far (a run that goes on to learn starts at the prior). None: the final judgement.
+    """
     versus = f"log loss {log_loss:.4f} vs prior {checks['prior_log_loss']:.4f}"
     if checks["collapsed"]:
+        if step is not None:
+            return (
+                f"after {step} steps the validation predictions still sit at the class prior "
+                f"({versus})"
+            )
         return f"validation predictions sit at the class prior ({versus}): nothing was learned"
     if not checks["beats_prior"]:
+        if step is not None:
+            return (
+                f"after {step} steps the validation log loss does not beat the class prior's yet "
+                f"({versus}) although the predictions rank the classes"
+            )
         return (
             f"validation log loss does not beat the class prior's ({versus}) although the "
             "predictions rank the classes: overconfident or miscalibrated"

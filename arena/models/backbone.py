@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +36,7 @@ from arena.models.quant import (
     quantization_config,
     torch_dtype,
 )
-from arena.models.tokenizer import load_tokenizer as load_tokenizer
+from arena.utils.io import atomic_dir
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "kind": ("decoder", "encoder"),
@@ -184,7 +181,7 @@ def build_backbone(
     elif spec.path or spec.hf_id:
         source = str(spec.path or spec.hf_id)
     else:
-        raise ValueError(f"backbone {spec.name!r} needs backbone.path or backbone.hf_id")
+        raise ValueError(f"backbone {spec.name!r} needs backbone.spec.path or backbone.spec.hf_id")
     model = _from_pretrained(spec, source, quantization, quant_storage, device_map)
     disable_cpu_weight_repack(model)
     return model
@@ -233,11 +230,13 @@ def layer_classes(model: nn.Module, spec: BackboneSpec) -> set[type[nn.Module]]:
         ValueError: ``decoder_layer`` is unset or names no module of the model.
     """
     if spec.decoder_layer is None:
-        raise ValueError(f"backbone {spec.name!r}: set backbone.decoder_layer for sharding")
+        raise ValueError(f"backbone {spec.name!r}: set backbone.spec.decoder_layer for sharding")
     found = {type(m) for m in model.modules() if type(m).__name__ == spec.decoder_layer}
     if not found:
         names = sorted({type(m).__name__ for m in model.modules() if "Layer" in type(m).__name__})
-        raise ValueError(f"backbone.decoder_layer={spec.decoder_layer!r} not in model; has {names}")
+        raise ValueError(
+            f"backbone.spec.decoder_layer={spec.decoder_layer!r} not in model; has {names}"
+        )
     return found
 
 
@@ -250,19 +249,14 @@ def _cache_twin_weights(model: PreTrainedModel, spec: BackboneSpec, cache_dir: P
     """Save a twin's random weights once (safetensors) so they can be reloaded quantized."""
     target = cache_dir / "twins" / f"{spec.name}-{_twin_key(spec)}"
     if not (target / "config.json").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another rank saved the same weights first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target, replace=False) as tmp:  # another rank may save them first
+            model.save_pretrained(str(tmp), safe_serialization=True)
     return str(target)
 
 
 def _missing(spec: BackboneSpec, source: str) -> str:
     return (
         f"weights of backbone {spec.name!r} not found offline at {source!r} "
-        f"(backbone.path={spec.path!r}, backbone.hf_id={spec.hf_id!r}); nothing is downloaded: "
-        "set backbone.path=<local directory with config.json and *.safetensors>"
+        f"(backbone.spec.path={spec.path!r}, backbone.spec.hf_id={spec.hf_id!r}); nothing is "
+        "downloaded: set backbone.spec.path=<local directory with config.json and *.safetensors>"
     )

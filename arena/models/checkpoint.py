@@ -3,58 +3,51 @@
 A checkpoint directory holds::
 
     trainable.safetensors   trainable parameters (LoRA + head, or the whole model without LoRA)
-    config.yaml             the resolved run config; load_checkpoint reads two sections of it:
-                              backbone: BackboneSpec fields (BackboneSpec.to_dict())
-                              model:    build_preference_model keywords: n_classes, head,
-                                        n_features, pooling, lora, quantization, quant_storage,
-                                        mlp_hidden, head_dropout
+    config.yaml             its CheckpointSpec (arena.models.spec): backbone, model, formatting
     tokenizer/              tokenizer files (padding side and pad token included)
     backbone/               merged models only (arena.models.merge): the whole backbone
-                              (save_pretrained, safetensors); backbone.path is then "backbone",
-                              a path relative to the checkpoint dir, and a top-level ``merge``
-                              section marks the checkpoint
+                              (save_pretrained, safetensors); its spec's backbone.path is then
+                              "backbone", relative to the checkpoint dir, and spec.merge is set
 
 Saving is atomic (write a sibling temp dir, then rename it into place); loading never unpickles.
 
-    save_checkpoint(model, tokenizer, config, run_dir / "checkpoints" / "final")
-    model, tokenizer, config = load_checkpoint(run_dir / "checkpoints" / "final", cache_dir=cache)
+    save_checkpoint(model, tokenizer, spec, run_dir / "checkpoints" / "final")
+    model, tokenizer, spec = load_checkpoint(run_dir / "checkpoints" / "final", cache_dir=cache)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from arena.models.backbone import BackboneSpec
+from arena.models.backbone import BackboneSpec, arch_config, build_backbone
 from arena.models.preference import (
     PreferenceModel,
     build_preference_model,
     load_trainable_state_dict,
     trainable_state_dict,
 )
-from arena.models.quant import Quantization
+from arena.models.quant import Quantization, stored_quantization
+from arena.models.spec import CheckpointSpec
+from arena.utils.io import atomic_dir
 
 WEIGHTS_FILE = "trainable.safetensors"
 CONFIG_FILE = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
+BACKBONE_DIR = "backbone"
 
 
 def save_checkpoint(
     model: PreferenceModel,
     tokenizer: PreTrainedTokenizerBase,
-    config: Mapping[str, Any],
+    spec: CheckpointSpec | Mapping[str, Any],
     directory: Path,
     weights: Mapping[str, torch.Tensor] | None = None,
     backbone_dir: str | None = None,
@@ -64,7 +57,7 @@ def save_checkpoint(
     Args:
         model: The trained model (on any device; weights are copied to CPU).
         tokenizer: Its tokenizer.
-        config: Resolved run config (dict or OmegaConf) with ``backbone`` and ``model`` sections.
+        spec: What the checkpoint holds; a mapping is read by :meth:`CheckpointSpec.from_dict`.
         directory: Target directory; an existing one is replaced.
         weights: The trainable weights when they are not the model's own local tensors (e.g.
             gathered from FSDP shards); defaults to :func:`trainable_state_dict` of ``model``.
@@ -74,24 +67,35 @@ def save_checkpoint(
     Returns:
         ``directory``.
     """
-    plain = _plain_config(config)
+    if not isinstance(spec, CheckpointSpec):
+        spec = CheckpointSpec.from_dict(spec)
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(directory) as tmp:
         state = trainable_state_dict(model) if weights is None else weights
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(plain, sort_keys=False))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         if backbone_dir is not None:
             model.backbone.save_pretrained(str(tmp / backbone_dir))
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
+
+
+def read_spec(path: str | Path) -> CheckpointSpec:
+    """The :class:`CheckpointSpec` of a checkpoint dir (or of a run dir's ``checkpoints/final``).
+
+    Raises:
+        FileNotFoundError: not a checkpoint dir.
+        ValueError: its ``config.yaml`` is no checkpoint spec arena reads (names the file).
+    """
+    directory = checkpoint_dir(path)
+    file = directory / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
+    values = yaml.safe_load(file.read_text())
+    if not isinstance(values, dict):
+        raise ValueError(f"{file} is not a mapping")
+    return CheckpointSpec.from_dict(values, source=file)
 
 
 def load_checkpoint(
@@ -101,8 +105,9 @@ def load_checkpoint(
     quantization: Quantization | None = None,
     device_map: str | dict[str, Any] | None = None,
     trust_remote_code: bool = False,
-) -> tuple[PreferenceModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Rebuild the model from the saved config and load its trained weights (eval mode).
+    max_length: int | None = None,
+) -> tuple[PreferenceModel, PreTrainedTokenizerBase, CheckpointSpec]:
+    """Rebuild the model from the saved spec and load its trained weights (eval mode).
 
     Args:
         directory: A directory written by :func:`save_checkpoint`, or a run dir holding one in
@@ -114,101 +119,112 @@ def load_checkpoint(
         trust_remote_code: Allow a checkpoint whose ``backbone.trust_remote_code`` is true to run
             the modelling code shipped with its weights; False refuses such a checkpoint (its
             config alone must not decide to run code).
+        max_length: Tokens per sequence the caller will score with; checked against the
+            backbone's positions before any weight loads.
 
     Returns:
-        ``(model, tokenizer, config)``; a relative ``backbone.path`` is taken relative to the
+        ``(model, tokenizer, spec)``; a relative ``backbone.path`` is taken relative to the
         checkpoint dir when it exists there.
 
     Raises:
         FileNotFoundError: Not a checkpoint directory.
-        ValueError: The backbone asks for remote code and ``trust_remote_code`` is False.
+        ValueError: The backbone asks for remote code and ``trust_remote_code`` is False, or an
+            option the checkpoint cannot serve (``max_length``, quantizing a full fine-tune).
         KeyError: The weights do not match the rebuilt model's trainable parameters.
     """
     directory = checkpoint_dir(directory)
-    if not (directory / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
-    config = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    if config["backbone"].get("trust_remote_code") and not trust_remote_code:
+    spec = read_spec(directory)
+    if spec.backbone.trust_remote_code and not trust_remote_code:
         raise ValueError(
             f"{directory} asks to run code shipped with its weights (backbone.trust_remote_code:"
             " true in its config.yaml); if you trust this checkpoint, pass trust_remote_code=true"
         )
-    spec = BackboneSpec.from_dict(_local_path(config["backbone"], directory))
+    backbone = _local_path(spec.backbone, directory)
+    spec.check_max_length(max_length, _position_limit(backbone))
     # a loaded checkpoint scores: recomputing activations only serves training's backward
-    spec = dataclasses.replace(spec, activation_checkpointing=False)
-    kwargs = _model_kwargs(config["model"])
+    backbone = dataclasses.replace(backbone, activation_checkpointing=False)
+    kwargs = spec.model.kwargs()
     if quantization is not None:
         kwargs["quantization"] = quantization
-    if "merge" in config:  # merged folds: the backbone in backbone.path, the head in the file
-        from arena.models.merge import build_merged_model  # merge builds on this module
-
-        model = build_merged_model(spec, cache_dir=cache_dir, device_map=device_map, **kwargs)
+    if spec.merge is not None:  # merged folds: the backbone in backbone.path, the head in the file
+        model = build_merged_model(backbone, cache_dir=cache_dir, device_map=device_map, **kwargs)
     else:
-        if kwargs.get("quantization", "none") != "none" and kwargs.get("lora") is None:
+        if kwargs["quantization"] != "none" and kwargs["lora"] is None:
             raise ValueError(
                 f"{directory} holds a full fine-tune: quantized loading needs its backbone saved "
                 f"whole; run python -m arena.merge ckpts=[{directory}] first and load that"
             )
-        model = build_preference_model(spec, cache_dir=cache_dir, device_map=device_map, **kwargs)
+        model = build_preference_model(
+            backbone, cache_dir=cache_dir, device_map=device_map, **kwargs
+        )
     load_trainable_state_dict(model, load_file(str(directory / WEIGHTS_FILE)))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR), local_files_only=True)
-    return model, tokenizer, config
+    return model, tokenizer, spec
 
 
-def _local_path(backbone: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """``backbone`` with a relative ``path`` that exists under ``directory`` made absolute."""
-    path = backbone.get("path")
+def _position_limit(spec: BackboneSpec) -> int | None:
+    """How many positions the backbone reads (``max_position_embeddings``), when known."""
+    try:
+        limit = getattr(arch_config(spec), "max_position_embeddings", None)
+    except (OSError, ValueError):  # no config to read offline: the model load will say why
+        return None
+    return int(limit) if limit else None
+
+
+def build_merged_model(
+    spec: BackboneSpec,
+    *,
+    cache_dir: Path,
+    lora: Mapping[str, Any] | None = None,
+    quantization: Quantization = "none",
+    quant_storage: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> PreferenceModel:
+    """A merged checkpoint's model: its saved backbone (frozen, maybe k-bit) + a fresh head.
+
+    The keywords are the spec's ``model``; the model class and head are whatever
+    ``build_preference_model`` makes of ``model_kwargs`` (built on the meta device, the head then
+    materialised on CPU and re-initialised), the backbone is loaded from ``spec.path``. A
+    backbone saved already quantized loads as saved.
+
+    Raises:
+        ValueError: LoRA in the config, no ``backbone.path``, or a quantization that differs
+            from the one the backbone was saved in.
+    """
+    if lora is not None:
+        raise ValueError("a merged checkpoint has no LoRA: its config needs model.lora: null")
+    if not spec.path:
+        raise ValueError(f"merged backbone {spec.name!r} needs backbone.path (its saved weights)")
+    stored = stored_quantization(spec.path)
+    if stored != "none" and quantization != stored:
+        raise ValueError(
+            f"the backbone in {spec.path} is saved in {stored}; it cannot load as {quantization} "
+            f"(quantize from the full-precision merged checkpoint instead)"
+        )
+    model = build_preference_model(spec, cache_dir=cache_dir, meta=True, **model_kwargs)
+    model.head.to_empty(device="cpu")
+    for module in model.head.modules():
+        if callable(reset := getattr(module, "reset_parameters", None)):
+            reset()
+    model.backbone = build_backbone(
+        spec,
+        cache_dir=cache_dir,
+        quantization="none" if stored != "none" else quantization,
+        quant_storage=quant_storage,
+        device_map=device_map,
+    )
+    model.backbone.requires_grad_(False)
+    return model
+
+
+def _local_path(spec: BackboneSpec, directory: Path) -> BackboneSpec:
+    """``spec`` with a relative ``path`` that exists under ``directory`` made absolute."""
+    path = spec.path
     if path and not Path(path).is_absolute() and (directory / path).is_dir():
-        return {**backbone, "path": str(directory / path)}
-    return backbone
-
-
-def _model_kwargs(section: Mapping[str, Any]) -> dict[str, Any]:
-    """``config["model"]`` as build_preference_model keywords; ``_``-prefixed keys ignored."""
-    allowed = set(inspect.signature(build_preference_model).parameters) - {
-        "spec",
-        "cache_dir",
-        "meta",
-        "device_map",
-    }
-    kept = {k: v for k, v in section.items() if not k.startswith("_")}
-    unknown = sorted(set(kept) - allowed)
-    if unknown:
-        raise ValueError(f"unknown config.model keys {unknown}; known {sorted(allowed)}")
-    return kept
-
-
-def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Resolve an OmegaConf config, turn tuples into lists, and check the required sections."""
-    if OmegaConf.is_config(config):
-        plain = OmegaConf.to_container(config, resolve=True)
-    else:
-        plain = _lists(dict(config))
-    if not isinstance(plain, dict) or not {"backbone", "model"} <= set(plain):
-        raise ValueError("checkpoint config needs 'backbone' and 'model' sections")
-    _model_kwargs(plain["model"])
-    BackboneSpec.from_dict(plain["backbone"])
-    return {str(k): v for k, v in plain.items()}
-
-
-def _lists(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _lists(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_lists(v) for v in value]
-    return value
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and removed after."""
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        return dataclasses.replace(spec, path=str(directory / path))
+    return spec
 
 
 def checkpoint_dir(path: str | Path) -> Path:

@@ -1,8 +1,8 @@
 """The fixed corpus that twin tokenizers are trained on (no downloads, same merges everywhere).
 
 Chat-arena text is multilingual and full of code, markdown and numbers; so is this corpus, in
-miniature. Changing it changes every twin tokenizer: bump :data:`TWIN_CORPUS_VERSION` so that the
-on-disk caches (keyed by it) are rebuilt.
+miniature. Changing it changes every twin tokenizer; the on-disk caches are keyed by a hash of
+its text, so they are rebuilt.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Final
 
 from arena.data.synthetic import LANGUAGES
-
-TWIN_CORPUS_VERSION: Final[int] = 2
 
 _SENTENCES: Final[tuple[str, ...]] = (
     "Which response is better? The first answer is correct, the second one is not.",

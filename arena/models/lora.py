@@ -9,6 +9,7 @@ The classification head is *not* a peft ``modules_to_save`` module: it lives bes
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -57,4 +58,11 @@ def apply_lora(
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none"
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21's PeftModel reads transformers' deprecated ``is_gradient_checkpointing``
+        # property (a FutureWarning on every LoRA model); arena itself uses the
+        # ``activation_checkpointing_*`` API. Drop this once peft reads the new property.
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, config)

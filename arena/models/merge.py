@@ -1,8 +1,8 @@
 """Fold merging: K checkpoints of one config (LoRA or full fine-tunes) -> one plain model.
 
-    model, tokenizer, config = merge_checkpoints([run0, run1, run2], method="delta", cache_dir=c)
-    save_merged(model, tokenizer, config, out / "checkpoints" / "final")
-    model, tokenizer, config = load_checkpoint(out / "checkpoints" / "final", cache_dir=c,
+    model, tokenizer, spec = merge_checkpoints([run0, run1, run2], method="delta", cache_dir=c)
+    save_merged(model, tokenizer, spec, out / "checkpoints" / "final")
+    model, tokenizer, spec = load_checkpoint(out / "checkpoints" / "final", cache_dir=c,
                                                quantization="8bit")  # or the saved one
 
 Methods, for every LoRA-wrapped linear layer with base weight ``W0`` (out, in):
@@ -17,67 +17,42 @@ normalisers are averaged too (statistics of overlapping training sets). peft's
 ``add_weighted_adapter`` is not used: it refuses adapters with ``modules_to_save``.
 
 The merged model has no LoRA: its whole backbone is saved inside the checkpoint (``backbone/``,
-``save_pretrained``) with ``backbone.path: backbone``, ``model.lora: null`` and a top-level
-``merge`` section, so ``load_checkpoint`` rebuilds it with :func:`build_merged_model`, also in
-8-bit or 4-bit (``model.quantization`` or the ``quantization`` override).
+``save_pretrained``) with ``backbone.path: backbone``, ``model.lora: null`` and the spec's
+``merge`` set, so ``load_checkpoint`` rebuilds it with ``build_merged_model``, also in 8-bit or
+4-bit (``model.quantization`` or the ``quantization`` override).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from arena.models.backbone import BackboneSpec, build_backbone
 from arena.models.checkpoint import (
-    CONFIG_FILE,
+    BACKBONE_DIR,
     WEIGHTS_FILE,
     checkpoint_dir,
     load_checkpoint,
+    read_spec,
     save_checkpoint,
 )
-from arena.models.preference import PreferenceModel, build_preference_model
-from arena.models.quant import Quantization, stored_quantization
+from arena.models.preference import PreferenceModel
+from arena.models.quant import Quantization
+from arena.models.spec import CheckpointSpec
 
 MergeMethod = Literal["delta", "factor"]
 MERGE_METHODS: tuple[str, ...] = ("delta", "factor")
-BACKBONE_DIR = "backbone"
-# config sections that must agree between folds (anything else, e.g. the run section, may differ)
-COMPARED: tuple[tuple[str, ...], ...] = (
-    ("backbone",),
-    ("model",),
-    ("template",),
-    ("data", "budget"),
-    ("data", "n_classes"),
-)
+# what must agree between folds (the run config, provenance only, may differ)
+COMPARED: tuple[str, ...] = ("backbone", "model", "template", "budget")
 _ADAPTER = "default"
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The ``config.yaml`` of a checkpoint dir (or of a run dir's ``checkpoints/final``)."""
-    directory = checkpoint_dir(path)
-    if not (directory / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{directory} has {WEIGHTS_FILE} but no {CONFIG_FILE}")
-    config = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    if not isinstance(config, dict):
-        raise ValueError(f"{directory / CONFIG_FILE} is not a mapping")
-    return config
-
-
-def _section(config: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    value: Any = config
-    for key in keys:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
 
 
 def _differences(a: Any, b: Any, where: str) -> list[str]:
@@ -88,26 +63,22 @@ def _differences(a: Any, b: Any, where: str) -> list[str]:
     return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
 
 
-def check_compatible(paths: Sequence[str | Path], configs: Sequence[Mapping[str, Any]]) -> None:
+def check_compatible(paths: Sequence[str | Path], specs: Sequence[CheckpointSpec]) -> None:
     """Refuse folds that do not share backbone, model, template and budget (see ``COMPARED``).
 
     Raises:
         ValueError: Fewer than one checkpoint, a merged checkpoint among them, or a difference;
             the message names both checkpoint dirs and the differing keys.
     """
-    if not configs:
+    if not specs:
         raise ValueError("merge needs at least one checkpoint: ckpts=[<run dir>, ...]")
-    for path, config in zip(paths, configs, strict=True):
-        if "merge" in config:
+    for path, spec in zip(paths, specs, strict=True):
+        if spec.merge is not None:
             raise ValueError(f"{path} is already a merged checkpoint; merge the fold checkpoints")
-    for path, config in zip(paths[1:], configs[1:], strict=True):
-        diffs = [
-            d
-            for keys in COMPARED
-            for d in _differences(
-                _section(configs[0], keys), _section(config, keys), ".".join(keys)
-            )
-        ]
+    first = specs[0].to_dict()
+    for path, spec in zip(paths[1:], specs[1:], strict=True):
+        other = spec.to_dict()
+        diffs = [d for key in COMPARED for d in _differences(first[key], other[key], key)]
         if diffs:
             raise ValueError(
                 f"checkpoints {paths[0]} and {path} were trained with different configs and "
@@ -178,27 +149,29 @@ def _check_keys(paths: Sequence[str | Path], states: Sequence[Mapping[str, Any]]
             raise ValueError(f"{path} and {paths[0]} hold different weights, e.g. {odd[:3]}")
 
 
-def merged_config(
-    configs: Sequence[Mapping[str, Any]], paths: Sequence[str | Path], method: MergeMethod
-) -> dict[str, Any]:
-    """The first fold's config as a merged model: backbone in ``backbone/``, no LoRA, full
-    precision, averaged feature normaliser, a ``merge`` section instead of the ``run`` one."""
-    config = copy.deepcopy(dict(configs[0]))
-    config.pop("run", None)
-    config["backbone"] = {**config["backbone"], "path": BACKBONE_DIR, "random_init": False}
-    config["model"] = {**config["model"], "lora": None, "quantization": "none"}
-    config["model"]["quant_storage"] = None
-    if configs[0].get("feature_normalizer"):
-        norms = [c["feature_normalizer"] for c in configs]
+def merged_spec(
+    specs: Sequence[CheckpointSpec], paths: Sequence[str | Path], method: MergeMethod
+) -> CheckpointSpec:
+    """The first fold's spec as a merged model: backbone in ``backbone/``, no LoRA, full
+    precision, averaged feature normaliser, ``merge`` set and no run config."""
+    first = specs[0]
+    normalizer = first.feature_normalizer
+    if normalizer:
+        norms = [s.feature_normalizer or {} for s in specs]
         stats = {k: np.mean([n[k] for n in norms], axis=0).tolist() for k in ("mean", "std")}
-        config["feature_normalizer"] = {**norms[0], **stats}
-    config["merge"] = {"method": method, "sources": [str(p) for p in paths], "n_folds": len(paths)}
-    return config
+        normalizer = {**normalizer, **stats}
+    return first.replace(
+        backbone=dataclasses.replace(first.backbone, path=BACKBONE_DIR, random_init=False),
+        model=dataclasses.replace(first.model, lora=None, quantization="none", quant_storage=None),
+        feature_normalizer=normalizer,
+        merge={"method": method, "sources": [str(p) for p in paths], "n_folds": len(paths)},
+        run=None,
+    )
 
 
 def merge_checkpoints(
     paths: Sequence[str | Path], *, method: MergeMethod = "delta", cache_dir: Path
-) -> tuple[PreferenceModel, PreTrainedTokenizerBase, dict[str, Any]]:
+) -> tuple[PreferenceModel, PreTrainedTokenizerBase, CheckpointSpec]:
     """Merge fold checkpoints (see the module docstring) into one model without LoRA.
 
     Args:
@@ -207,16 +180,16 @@ def merge_checkpoints(
         cache_dir: Cache for twin weights and tokenizers.
 
     Returns:
-        ``(model, tokenizer, config)``: the merged model in eval mode with a frozen backbone
-        (trainable: the head only), the first fold's tokenizer, the config for :func:`save_merged`.
+        ``(model, tokenizer, spec)``: the merged model in eval mode with a frozen backbone
+        (trainable: the head only), the first fold's tokenizer, the spec for :func:`save_merged`.
 
     Raises:
         ValueError: Unknown method, or folds that differ (see :func:`check_compatible`).
     """
     if method not in MERGE_METHODS:
         raise ValueError(f"method={method!r}; expected one of {MERGE_METHODS}")
-    configs = [read_config(p) for p in paths]
-    check_compatible(paths, configs)
+    specs = [read_spec(p) for p in paths]
+    check_compatible(paths, specs)
     states = [load_file(str(checkpoint_dir(p) / WEIGHTS_FILE)) for p in paths]
     _check_keys(paths, states)
     # fold 0 rebuilt on an unquantized base (a QLoRA fold merges into full-precision weights)
@@ -226,13 +199,13 @@ def merge_checkpoints(
     if isinstance(model.backbone, PeftModel):
         model.backbone = model.backbone.unload()  # the LoRA layers give way to their base layers
     model.backbone.requires_grad_(False)
-    return model.eval(), tokenizer, merged_config(configs, paths, method)
+    return model.eval(), tokenizer, merged_spec(specs, paths, method)
 
 
 def save_merged(
     model: PreferenceModel,
     tokenizer: PreTrainedTokenizerBase,
-    config: Mapping[str, Any],
+    spec: CheckpointSpec,
     directory: Path,
 ) -> Path:
     """Save a merged (or quantized merged) model as a checkpoint dir, atomically.
@@ -240,77 +213,33 @@ def save_merged(
     The head goes to ``trainable.safetensors`` and the backbone, whole, to ``backbone/``.
 
     Raises:
-        ValueError: ``config`` is not a merged config or the backbone is not frozen.
+        ValueError: ``spec`` is not a merged spec or the backbone is not frozen.
     """
-    if "merge" not in config:
-        raise ValueError("save_merged needs a config from merge_checkpoints (no merge section)")
+    if spec.merge is None:
+        raise ValueError("save_merged needs a spec from merge_checkpoints (no merge section)")
     if any(p.requires_grad for p in model.backbone.parameters()):
         raise ValueError("the merged backbone must be frozen: only the head goes to the weights")
-    return save_checkpoint(model, tokenizer, config, Path(directory), backbone_dir=BACKBONE_DIR)
-
-
-def build_merged_model(
-    spec: BackboneSpec,
-    *,
-    cache_dir: Path,
-    lora: Mapping[str, Any] | None = None,
-    quantization: Quantization = "none",
-    quant_storage: str | None = None,
-    device_map: str | dict[str, Any] | None = None,
-    **model_kwargs: Any,
-) -> PreferenceModel:
-    """A merged checkpoint's model: its saved backbone (frozen, maybe k-bit) + a fresh head.
-
-    The keywords are ``config["model"]``; the model class and head are whatever
-    ``build_preference_model`` makes of ``model_kwargs`` (built on the meta device, the head then
-    materialised on CPU and re-initialised), the backbone is loaded from ``spec.path``. A
-    backbone saved already quantized loads as saved.
-
-    Raises:
-        ValueError: LoRA in the config, no ``backbone.path``, or a quantization that differs
-            from the one the backbone was saved in.
-    """
-    if lora is not None:
-        raise ValueError("a merged checkpoint has no LoRA: its config needs model.lora: null")
-    if not spec.path:
-        raise ValueError(f"merged backbone {spec.name!r} needs backbone.path (its saved weights)")
-    stored = stored_quantization(spec.path)
-    if stored != "none" and quantization != stored:
-        raise ValueError(
-            f"the backbone in {spec.path} is saved in {stored}; it cannot load as {quantization} "
-            f"(quantize from the full-precision merged checkpoint instead)"
-        )
-    model = build_preference_model(spec, cache_dir=cache_dir, meta=True, **model_kwargs)
-    model.head.to_empty(device="cpu")
-    for module in model.head.modules():
-        if callable(reset := getattr(module, "reset_parameters", None)):
-            reset()
-    model.backbone = build_backbone(
-        spec,
-        cache_dir=cache_dir,
-        quantization="none" if stored != "none" else quantization,
-        quant_storage=quant_storage,
-        device_map=device_map,
-    )
-    model.backbone.requires_grad_(False)
-    return model
+    return save_checkpoint(model, tokenizer, spec, Path(directory), backbone_dir=BACKBONE_DIR)
 
 
 def quantized_copy(
     directory: Path, quantization: Quantization, *, cache_dir: Path
-) -> tuple[PreferenceModel, PreTrainedTokenizerBase, dict[str, Any]]:
+) -> tuple[PreferenceModel, PreTrainedTokenizerBase, CheckpointSpec]:
     """Load a full-precision merged checkpoint with its backbone in k-bit, ready to save.
 
     Returns:
-        ``(model, tokenizer, config)`` with ``config.model.quantization`` set to ``quantization``;
+        ``(model, tokenizer, spec)`` with ``spec.model.quantization`` set to ``quantization``;
         :func:`save_merged` writes the bitsandbytes-serialized weights.
     """
     if quantization == "none":
         raise ValueError("a quantized copy needs quantization 8bit or 4bit")
-    model, tokenizer, config = load_checkpoint(
+    if read_spec(directory).merge is None:
+        raise ValueError(f"{directory} is not a merged checkpoint (python -m arena.merge first)")
+    model, tokenizer, spec = load_checkpoint(
         directory, cache_dir=cache_dir, quantization=quantization
     )
-    if "merge" not in config:
-        raise ValueError(f"{directory} is not a merged checkpoint (python -m arena.merge first)")
-    config = {**config, "model": {**config["model"], "quantization": quantization}}
-    return model, tokenizer, config
+    return (
+        model,
+        tokenizer,
+        spec.replace(model=dataclasses.replace(spec.model, quantization=quantization)),
+    )

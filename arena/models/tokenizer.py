@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -25,7 +22,8 @@ from typing import TYPE_CHECKING, Final
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from arena.models.corpus import TWIN_CORPUS, TWIN_CORPUS_VERSION
+from arena.models.corpus import TWIN_CORPUS
+from arena.utils.io import atomic_dir
 
 if TYPE_CHECKING:
     from arena.models.backbone import BackboneSpec
@@ -68,8 +66,7 @@ _BERT = _Family(
 _GENERIC = _Family(
     roles={"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}, prefix="<s>"
 )
-# Keyed by arch model_type. Editing a family changes cached twin tokenizers: bump
-# TWIN_CORPUS_VERSION (part of the cache key) with it.
+# Keyed by arch model_type; a family's definition is part of the twin cache key.
 _FAMILIES: Final[dict[str, _Family]] = {
     "gemma": _GEMMA,
     "gemma2": _GEMMA,
@@ -145,10 +142,13 @@ def _max_length(spec: BackboneSpec) -> int:
 
 
 def _twin_key(spec: BackboneSpec) -> str:
-    """Hash of everything that changes a twin tokenizer's files."""
+    """Hash of everything that changes a twin tokenizer's files: the corpus text itself, the
+    family's special tokens and the spec's tokenizer settings."""
+    model_type = (spec.arch or {}).get("model_type", "")
     payload = {
-        "corpus": TWIN_CORPUS_VERSION,
-        "model_type": (spec.arch or {}).get("model_type", ""),
+        "corpus": hashlib.sha256("\n".join(TWIN_CORPUS).encode()).hexdigest(),
+        "family": repr(_family(spec)),
+        "model_type": model_type,
         "vocab": spec.tokenizer_vocab_size,
         "padding_side": spec.padding_side,
         "pad_token": spec.pad_token,
@@ -212,11 +212,7 @@ def _framing(tok: Tokenizer, family: _Family) -> processors.PostProcessor:
 
 
 def _atomic_save(tok: PreTrainedTokenizerBase, target: Path) -> None:
-    """Save into a sibling temp dir and rename it into place (safe under concurrent ranks)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}"
-    tok.save_pretrained(str(tmp))
-    try:
-        os.rename(tmp, target)
-    except OSError:  # another process won the race; its files are identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Save into a sibling temp dir and rename it into place (safe under concurrent ranks: the
+    first to publish wins, with identical files)."""
+    with atomic_dir(target, replace=False) as tmp:
+        tok.save_pretrained(str(tmp))

@@ -21,8 +21,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from arena.config import register_resolvers
 from arena.report.build import build_report
+from arena.utils.config import register_resolvers
 
 register_resolvers()
 log = logging.getLogger(__name__)

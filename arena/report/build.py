@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from arena.io import atomic_path, write_json
 from arena.report.compare import (
     METRICS,
     Mode,
@@ -35,6 +34,7 @@ from arena.report.plots import (
     swap_consistency_plot,
 )
 from arena.report.runs import RunTable, load_runs
+from arena.utils.io import atomic_path, write_json
 
 __all__ = ["build_report"]
 

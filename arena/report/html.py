@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arena.io import atomic_path
+from arena.utils.io import atomic_path
 
 __all__ = ["Section", "render_html", "write_html"]
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from arena.io import atomic_path
+from arena.utils.io import atomic_path
 
 __all__ = [
     "eda_figures",
