@@ -23,6 +23,8 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "scaling.peak_memory_ratio_16x_vs_1x": ("<=", 2.0, "peak memory at 16x rows / 1x (flat)"),
     "scaling.prep_per_row_cost_16x_vs_1x": ("<=", 1.5, "per-row prep time 16x / 1x (linear)"),
     "scaling.inference_per_row_cost_16x_vs_1x": ("<=", 1.5, "per-row inference time 16x / 1x"),
+    "packing.train_packed_vs_padded": (">=", 1.0, "packed / padded token-budget training tokens/s"),
+    "packing.score_packed_vs_padded": (">=", 1.0, "packed / padded token-budget scoring tokens/s"),
 }
 
 

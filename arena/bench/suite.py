@@ -18,6 +18,7 @@ import torch
 from arena.bench import (
     gpu,
     inference_batching,
+    packing,
     scaling,
     tokenization,
     train_batching,
@@ -35,6 +36,7 @@ SECTIONS: tuple[str, ...] = (
     "tokenization",
     "tta",
     "scaling",
+    "packing",
     "gpu",
 )
 
@@ -49,6 +51,7 @@ def _runners(
         "tokenization": lambda: tokenization.run(settings, kit()),
         "tta": lambda: tta.run(settings, tta_file),
         "scaling": lambda: scaling.run(settings, kit()),
+        "packing": lambda: packing.run(settings),
         "gpu": lambda: gpu.run(settings),
     }
 

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 
+from arena.data.batching import token_counts
 from arena.models.sizing import count_params, matmul_flops_per_token
 
 
@@ -70,13 +71,12 @@ class Throughput(L.Callback):
     ) -> None:
         self._sync()
         dt = time.perf_counter() - self._t0
-        mask = batch["attention_mask"]
-        n, real = int(batch["label"].shape[0]), int(mask.sum())
+        n, (real, computed) = int(batch["label"].shape[0]), token_counts(batch)
         self.train_seconds += dt
         self.samples, self.tokens, self.padded = (
             self.samples + n,
             self.tokens + real,
-            self.padded + mask.numel(),
+            self.padded + computed,
         )
         w = self._window
         w[0], w[1], w[2] = w[0] + n, w[1] + real, w[2] + dt

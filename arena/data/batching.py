@@ -1,4 +1,11 @@
-"""Batching: dynamic padding, token-budget training batches, length-sorted inference batches.
+"""Batching: dynamic padding or padding-free packing, token-budget training batches,
+length-sorted inference batches.
+
+Packed batches (``pack=True``, :func:`pack`) stand sequences side by side in rows of a token
+budget, each sequence's position ids restarting at 0, so a decoder attends within each sequence
+only (transformers builds the block-diagonal causal mask from the position ids when no attention
+mask is given) and each sequence is pooled at its last token (``seq_ends``). A packed batch costs
+the sum of its lengths, a padded one its row count times its longest row.
 
 Batch samplers here shard themselves under DDP (rank ``r`` of ``w`` takes every ``w``-th batch, and
 every rank gets the same number of batches), so the trainer runs with
@@ -21,22 +28,26 @@ def plan_batches(
     order: np.ndarray,
     max_tokens: int | None,
     batch_size: int,
+    packed: bool = False,
 ) -> list[np.ndarray]:
     """Cut ``order`` into consecutive batches.
 
-    With ``max_tokens`` a batch grows while ``len(batch) * max(length in batch) <= max_tokens``
-    (the padded size) and ``len(batch) <= batch_size``; without it batches hold ``batch_size`` rows.
+    With ``max_tokens`` a batch grows while its cost stays within ``max_tokens`` and
+    ``len(batch) <= batch_size``: the padded size ``len(batch) * max(length in batch)``, or with
+    ``packed`` the tokens it holds, ``sum(length in batch)``. Without it batches hold
+    ``batch_size`` rows.
     """
     if max_tokens is None:
         return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-    batches, start, longest = [], 0, 0
+    batches, start, longest, total = [], 0, 0, 0
     for k, idx in enumerate(order):
-        longest_next = max(longest, int(lengths[idx]))
+        longest_next, total_next = max(longest, int(lengths[idx])), total + int(lengths[idx])
         size = k - start + 1
-        if k > start and (size * longest_next > max_tokens or size > batch_size):
+        cost = total_next if packed else size * longest_next
+        if k > start and (cost > max_tokens or size > batch_size):
             batches.append(order[start:k])
-            start, longest_next = k, int(lengths[idx])
-        longest = longest_next
+            start, longest_next, total_next = k, int(lengths[idx]), int(lengths[idx])
+        longest, total = longest_next, total_next
     if start < len(order):
         batches.append(order[start:])
     return batches
@@ -79,6 +90,7 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
         shuffle: random order (training) or sorted once (evaluation).
         seed: base seed; the epoch (``set_epoch``) is mixed in.
         swap: augmentation mode (see above); swap_prob: its coin.
+        packed: ``max_tokens`` counts the tokens of packed batches, not the padded size.
     """
 
     def __init__(
@@ -92,13 +104,14 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
         drop_last: bool = False,
         swap: SwapMode = "none",
         swap_prob: float = 0.5,
+        packed: bool = False,
     ):
         self.row_lengths = np.asarray(lengths, dtype=np.int64)
         self.lengths = np.concatenate([self.row_lengths, self.row_lengths])
         self.swap, self.swap_prob = swap, swap_prob
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.bucket_batches, self.shuffle, self.seed = bucket_batches, shuffle, seed
-        self.drop_last = drop_last
+        self.drop_last, self.packed = drop_last, packed
         self.epoch = 0
         self.rank, self.world = dist_info()
         self.sampler = _EpochHook(self)
@@ -122,7 +135,7 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
             order = np.concatenate(
                 [p[np.argsort(-self.lengths[p], kind="stable")] for p in pieces] or [order]
             )
-        batches = plan_batches(self.lengths, order, self.max_tokens, self.batch_size)
+        batches = plan_batches(self.lengths, order, self.max_tokens, self.batch_size, self.packed)
         if (
             self.drop_last
             and batches
@@ -164,6 +177,7 @@ def sorted_batches(
     batch_size: int,
     rank: int = 0,
     world: int = 1,
+    packed: bool = False,
 ) -> list[np.ndarray]:
     """Inference batches over rows sorted by length (longest first, so memory peaks early).
 
@@ -173,7 +187,7 @@ def sorted_batches(
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")[rank::world]
-    return plan_batches(lengths, order, max_tokens, batch_size)
+    return plan_batches(lengths, order, max_tokens, batch_size, packed)
 
 
 def pad(
@@ -196,8 +210,83 @@ def pad(
     return ids, mask
 
 
+def pack(seqs: Sequence[np.ndarray], row_tokens: int | None = None) -> dict[str, torch.Tensor]:
+    """Place id sequences side by side in rows of at most ``row_tokens`` tokens (longest first,
+    each into the emptiest row it fits, so the rows fill evenly; a longer sequence gets a row of
+    its own), without padding between them.
+
+    A row shorter than the longest is filled up with token 0 at positions restarting at 0: a
+    segment of its own, attended by nothing else and pooled by no one.
+
+    Returns:
+        ``input_ids`` (R, T) long, ``position_ids`` (R, T) long restarting at 0 for every
+        sequence, and ``seq_ends`` (N,) long: the index in the flattened (R * T) rows of each
+        sequence's last token, in the order of ``seqs``.
+    """
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    if not len(lengths) or lengths.min() < 1:
+        raise ValueError("packing needs at least one sequence and no empty ones")
+    limit = max(int(lengths.max()), row_tokens or int(lengths.sum()))
+    order = np.argsort(-lengths, kind="stable")
+    # as many rows as first fit needs; the sequences then go, longest first, into the emptiest
+    # row they fit, so the rows end up about equally full (one no row holds opens another)
+    room = [limit] * len(_first_fit(lengths[order], limit))
+    rows: list[list[int]] = [[] for _ in room]
+    for i in order:
+        n = int(lengths[i])
+        fits = [r for r, left in enumerate(room) if left >= n]
+        if not fits:
+            rows.append([])
+            room.append(limit)
+            fits = [len(room) - 1]
+        fit = max(fits, key=room.__getitem__)
+        rows[fit].append(int(i))
+        room[fit] -= n
+    width = max(limit - left for left in room)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    ends = torch.zeros(len(seqs), dtype=torch.long)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            n = int(lengths[i])
+            ids[r, at : at + n] = torch.from_numpy(np.asarray(seqs[i], dtype=np.int64))
+            positions[r, at : at + n] = torch.arange(n)
+            ends[i] = r * width + at + n - 1
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "position_ids": positions, "seq_ends": ends}
+
+
+def _first_fit(lengths: np.ndarray, limit: int) -> list[int]:
+    """Room left in each row when ``lengths`` go, in order, into the first row they fit."""
+    room: list[int] = []
+    for n in lengths.tolist():
+        fit = next((r for r, left in enumerate(room) if left >= n), None)
+        if fit is None:
+            room.append(limit)
+            fit = len(room) - 1
+        room[fit] -= n
+    return room
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keyword arguments of a preference model's ``forward`` in a collated batch: token ids
+    with an attention mask (padded) or position ids and sequence ends (packed), and features."""
+    keys = ("input_ids", "attention_mask", "position_ids", "seq_ends", "features")
+    return {k: batch[k] for k in keys if k in batch}
+
+
+def token_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(real tokens, tokens computed) of a collated batch, padded or packed."""
+    if "seq_ends" in batch:
+        real = batch["position_ids"].reshape(-1)[batch["seq_ends"]] + 1
+        return int(real.sum()), batch["input_ids"].numel()
+    return int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+
+
 class Collator:
-    """Pads a list of dataset items into a batch.
+    """Pads (or with ``pack`` packs, see :func:`pack`) a list of dataset items into a batch.
 
     Items carry ``input_ids`` and optionally ``input_ids_swapped`` (evaluation with both orders:
     the batch then holds ``2B`` sequences, originals first, and ``2B`` feature rows when items
@@ -208,8 +297,16 @@ class Collator:
     same order.
     """
 
-    def __init__(self, pad_id: int, padding_side: Literal["left", "right"], multiple: int = 8):
+    def __init__(
+        self,
+        pad_id: int,
+        padding_side: Literal["left", "right"],
+        multiple: int = 8,
+        pack: bool = False,
+        row_tokens: int | None = None,
+    ):
         self.pad_id, self.side, self.multiple = pad_id, padding_side, multiple
+        self.pack, self.row_tokens = pack, row_tokens
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         both = "input_ids_swapped" in items[0]
@@ -220,8 +317,11 @@ class Collator:
             seqs += [it[side] for it in items]
             if both:
                 seqs += [it[f"{side}_swapped"] for it in items]
-        ids, mask = pad(seqs, self.pad_id, self.side, self.multiple)
-        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.pack:
+            batch = pack(seqs, self.row_tokens)
+        else:
+            ids, mask = pad(seqs, self.pad_id, self.side, self.multiple)
+            batch = {"input_ids": ids, "attention_mask": mask}
         for key in items[0]:
             if key.startswith("input_ids") or key == "features_swapped":
                 continue

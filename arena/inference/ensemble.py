@@ -177,6 +177,7 @@ class Ensemble:
         batch_size: int = 32,
         max_tokens: int | None = None,
         max_length: int | None = None,
+        packing: bool = False,
     ) -> Ensemble:
         """Load checkpoint (or run) dirs, one member each.
 
@@ -189,6 +190,7 @@ class Ensemble:
             autocast, batch_size, max_tokens: see :class:`Predictor`.
             max_length: tokens a sequence may hold instead of the training budget's; None
                 formats exactly as each checkpoint was trained.
+            packing: padding-free batches (decoders pooled at the last token only).
         """
         from arena.models.checkpoint import load_checkpoint  # the model stack loads here only
 
@@ -212,6 +214,7 @@ class Ensemble:
                     batch_size=batch_size,
                     max_tokens=max_tokens,
                     max_length=max_length,
+                    packing=packing,
                 )
             )
         return cls(members, weights, combine)

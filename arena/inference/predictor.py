@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from arena.data.batching import Collator, dist_info, sorted_batches
+from arena.data.batching import Collator, dist_info, model_inputs, sorted_batches
 from arena.data.dataset import Layout, PairArrays, PairDataset
 from arena.data.features import FeatureNormalizer, compute_features, swap_features
 from arena.data.format import Budget, Formatter, Template
@@ -67,6 +67,8 @@ class Predictor:
         cache_dir: token cache (None tokenizes every time).
         rank, world: data-parallel share; None reads ``torch.distributed``.
         layout: ``siamese`` for a siamese model (two sequences per pair), else ``joint``.
+        packing: padding-free batches (:func:`arena.data.batching.pack`): ``max_tokens`` then
+            counts real tokens, in rows of the budget's ``max_length``; same probabilities.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Predictor:
         rank: int | None = None,
         world: int | None = None,
         layout: Layout = "joint",
+        packing: bool = False,
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -93,7 +96,15 @@ class Predictor:
         self.formatter = Formatter(
             template, budget, lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]
         )
-        self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+        if packing:
+            model.check_packing()
+        self.packing = packing
+        self.collate = Collator(
+            tokenizer.pad_token_id,
+            tokenizer.padding_side,
+            pack=packing,
+            row_tokens=budget.max_length,
+        )
         self.autocast, self.batch_size, self.max_tokens = autocast, batch_size, max_tokens
         self.cache_dir, self.layout = cache_dir, layout
         dist_rank, dist_world = dist_info()
@@ -187,18 +198,18 @@ class Predictor:
         """
         rows = np.asarray(rows, dtype=np.int64)
         lengths = encoded.lengths[rows]
-        batches = sorted_batches(lengths, self.max_tokens, self.batch_size, self.rank, self.world)
+        if self.packing and self.layout == "siamese":  # two sequences a row to pack
+            lengths = 2 * lengths
+        batches = sorted_batches(
+            lengths, self.max_tokens, self.batch_size, self.rank, self.world, self.packing
+        )
         dataset, shift = encoded.dataset, encoded.dataset.n_rows if swapped else 0
         positions, outputs = [], []
         with torch.inference_mode(), self._autocast():
             for pos in batches:
                 batch = self.collate([dataset[int(i) + shift] for i in rows[pos]])
-                feats = batch.get("features")
-                logits = self.model(
-                    batch["input_ids"].to(self.device),
-                    batch["attention_mask"].to(self.device),
-                    None if feats is None else feats.to(self.device),
-                )
+                inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
+                logits = self.model(**inputs)
                 positions.append(pos)
                 outputs.append(logits.float().cpu().numpy())
         if not outputs:

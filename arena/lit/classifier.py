@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.aggregation import CatMetric
 
+from arena.data.batching import model_inputs
 from arena.data.swap import swap_probs
 from arena.distributed import shard_model
 from arena.lit.metrics import make_metrics
 from arena.losses import PreferenceLoss
-from arena.models import load_trainable_state_dict
+from arena.models import PreferenceModel, load_trainable_state_dict
 from arena.models.checkpoint import read_trainable
 
 Batch = dict[str, torch.Tensor]
@@ -120,7 +121,10 @@ class ClassifierModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """Refuse a precision that stores the trained weights in 16 bits (``bf16-true``,
-        ``16-true`` cast the whole module after :meth:`configure_model`)."""
+        ``16-true`` cast the whole module after :meth:`configure_model`), and packed batches for
+        a model that cannot read them."""
+        if getattr(self.trainer.datamodule, "packing", False):  # type: ignore[attr-defined]
+            cast(PreferenceModel, self.model).check_packing()
         half = [
             n for n, p in self.named_parameters() if p.requires_grad and p.dtype != torch.float32
         ]
@@ -134,7 +138,7 @@ class ClassifierModule(L.LightningModule):
     def forward(self, batch: Batch) -> torch.Tensor:
         """(B or 2B, C) float32 logits."""
         assert self.model is not None, "configure_model() builds the model first"
-        return self.model(batch["input_ids"], batch["attention_mask"], batch.get("features"))
+        return self.model(**model_inputs(batch))
 
     def _shared_step(self, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
         logits = self(batch)

@@ -124,6 +124,7 @@ class PreferenceDataModule(L.LightningDataModule):
         cache_dir: str = ".cache/arena",
         seed: int = 0,
         layout: Layout = "joint",
+        packing: bool = False,
     ):
         super().__init__()
         self.tokenizer, self.template = tokenizer, template
@@ -139,12 +140,17 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_tokens, self.bucket_batches = max_tokens, bucket_batches
         self.num_workers, self.cache_dir, self.seed = num_workers, Path(cache_dir), seed
-        self.layout = layout
+        self.layout, self.packing = layout, packing
         self.normalizer: FeatureNormalizer | None = None
         self._resume: dict[str, int] | None = None
         self._train_sampler: LengthBatchSampler | None = None
         self.report: dict[str, Any] = {}
-        self.collate = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+        self.collate = Collator(
+            tokenizer.pad_token_id,
+            tokenizer.padding_side,
+            pack=packing,
+            row_tokens=self.budget.max_length,
+        )
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -236,7 +242,7 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         sampler = LengthBatchSampler(
-            self.train_set.row_lengths(),
+            self.train_set.row_lengths() * self._sequences_per_item(self.train_set),
             self.batch_size,
             self.max_tokens,
             self.bucket_batches,
@@ -244,6 +250,7 @@ class PreferenceDataModule(L.LightningDataModule):
             seed=self.seed,
             swap=self.swap,
             swap_prob=self.swap_prob,
+            packed=self.packing,
         )
         if self._resume is not None:
             sampler.resume(**self._resume)
@@ -274,9 +281,19 @@ class PreferenceDataModule(L.LightningDataModule):
         ``index`` every batch carries."""
         tokens = self.max_tokens and self.max_tokens * self.eval_batch_size // self.batch_size
         rank, world = dist_info()
-        lengths = dataset.row_lengths()
-        batches = sorted_batches(lengths, tokens or None, self.eval_batch_size, rank, world)
+        lengths = dataset.row_lengths() * self._sequences_per_item(dataset)
+        batches = sorted_batches(
+            lengths, tokens or None, self.eval_batch_size, rank, world, self.packing
+        )
         return self._loader(dataset, [b.tolist() for b in batches])
+
+    def _sequences_per_item(self, dataset: PairDataset) -> int:
+        """What a packed item costs, in sequences of its row's length: both orders of a pair in
+        the ``pair`` view, both sides of a siamese pair (1 when not packing: padded batches
+        are sized by rows)."""
+        if not self.packing:
+            return 1
+        return (2 if dataset.view == "pair" else 1) * (2 if self.layout == "siamese" else 1)
 
     def _loader(self, dataset: PairDataset, batch_sampler: Any) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(

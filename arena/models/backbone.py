@@ -16,6 +16,7 @@ quantized twin is saved once under ``cache_dir`` and reloaded through ``from_pre
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -59,7 +60,9 @@ class BackboneSpec:
         seed: Seed of a twin's weights (independent of the run seed).
         dtype: Parameter dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); also the 4-bit
             compute dtype.
-        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"``, ...
+        attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"``, ``"flex_attention"``,
+            or a list of them, fastest first: the first this machine runs is used
+            (:meth:`attention`; family YAMLs list only the implementations exact for the model).
         decoder_layer: Class name of the repeated block (e.g. ``"Gemma2DecoderLayer"``), the unit
             that FSDP shards and activation checkpointing wraps.
         padding_side: Tokenizer padding side.
@@ -81,7 +84,7 @@ class BackboneSpec:
     random_init: bool = False
     seed: int = 0
     dtype: str = "float32"
-    attn_implementation: str = "sdpa"
+    attn_implementation: str | tuple[str, ...] = "sdpa"
     decoder_layer: str | None = None
     padding_side: Literal["left", "right"] = "right"
     pad_token: Literal["existing", "eos", "unk"] = "existing"
@@ -94,6 +97,8 @@ class BackboneSpec:
     def __post_init__(self) -> None:
         # YAML / Hydra hand lists and DictConfigs: store a hashable tuple and a plain dict
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if not isinstance(self.attn_implementation, str):
+            object.__setattr__(self, "attn_implementation", tuple(self.attn_implementation))
         for key in ("arch", "config_overrides"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, dict(getattr(self, key)))
@@ -118,7 +123,39 @@ class BackboneSpec:
         """Plain YAML-safe dict (tuples as lists); inverse of :meth:`from_dict`."""
         values = asdict(self)
         values["lora_targets"] = list(self.lora_targets)
+        if not isinstance(self.attn_implementation, str):
+            values["attn_implementation"] = list(self.attn_implementation)
         return values
+
+    def attention(self) -> str:
+        """The attention implementation to load: the one named, or of a list the first this
+        machine has (see :func:`attention_available`).
+
+        Raises:
+            ValueError: none of the listed implementations runs here.
+        """
+        if isinstance(self.attn_implementation, str):
+            return self.attn_implementation
+        for name in self.attn_implementation:
+            if attention_available(name):
+                return name
+        raise ValueError(
+            f"backbone {self.name!r}: none of attn_implementation={list(self.attn_implementation)}"
+            " runs on this machine; add eager (always available) to the list"
+        )
+
+
+def attention_available(name: str) -> bool:
+    """Whether an attention implementation runs here: the fused kernels only on CUDA
+    (``flash_attention_2`` with the flash-attn package installed; ``flex_attention`` compiles
+    for tens of seconds per shape on a CPU), ``sdpa`` and ``eager`` everywhere."""
+    if name in ("sdpa", "eager"):
+        return True
+    if not torch.cuda.is_available():
+        return False
+    if name == "flash_attention_2":
+        return importlib.util.find_spec("flash_attn") is not None
+    return name == "flex_attention"
 
 
 def arch_config(spec: BackboneSpec) -> PretrainedConfig:
@@ -191,7 +228,7 @@ def _from_config(spec: BackboneSpec, attn_implementation: str | None = None) -> 
     return AutoModel.from_config(
         arch_config(spec),
         dtype=torch_dtype(spec.dtype),
-        attn_implementation=attn_implementation or spec.attn_implementation,
+        attn_implementation=attn_implementation or spec.attention(),
         trust_remote_code=spec.trust_remote_code,
     )
 
@@ -215,7 +252,7 @@ def _from_pretrained(
             source,
             local_files_only=True,
             dtype=torch_dtype(spec.dtype),
-            attn_implementation=spec.attn_implementation,
+            attn_implementation=spec.attention(),
             trust_remote_code=spec.trust_remote_code,
             **kwargs,
         )

@@ -50,6 +50,34 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: PoolingMode) 
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]  # (B, H)
 
 
+def pool_packed(
+    flat: torch.Tensor, ends: torch.Tensor, lengths: torch.Tensor, mode: PoolingMode
+) -> torch.Tensor:
+    """Pool sequences packed side by side (:func:`arena.data.batching.pack`).
+
+    Args:
+        flat: (R * T, H) hidden states of the flattened rows.
+        ends: (B,) index of every sequence's last token in ``flat``.
+        lengths: (B,) every sequence's length.
+        mode: as in :func:`pool`.
+
+    Returns:
+        (B, H) pooled states, as :func:`pool` gives for the same sequences padded.
+    """
+    if mode == "last":
+        return flat[ends]
+    starts = ends - lengths + 1
+    if mode == "cls":
+        return flat[starts]
+    if mode != "mean":
+        raise ValueError(f"pooling mode {mode!r}; expected one of {POOLING_MODES}")
+    segment = torch.repeat_interleave(torch.arange(len(ends), device=flat.device), lengths)
+    tokens = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
+    tokens = tokens + torch.arange(len(segment), device=flat.device)  # each sequence's span
+    total = flat.new_zeros((len(ends), flat.shape[-1])).index_add_(0, segment, flat[tokens])
+    return total / lengths.unsqueeze(-1).to(flat.dtype)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so left padding does not shift positions.
 

@@ -4,6 +4,7 @@ model = build_preference_model(spec, n_classes=3, head="fusion", n_features=8,
                                lora={"r": 16, "alpha": 32, "dropout": 0.05},
                                quantization="4bit", cache_dir=Path(".cache"))
 logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) -> (B, 3) fp32
+logits = model(input_ids, position_ids=positions, seq_ends=ends)  # packed: (R, T), (R, T), (B,)
 weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
 
 architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
@@ -26,7 +27,7 @@ from transformers import PreTrainedModel
 from arena.models.backbone import BackboneSpec, build_backbone
 from arena.models.heads import HeadKind, make_head, make_pair_head
 from arena.models.lora import apply_lora
-from arena.models.pooling import PoolingMode, pool, positions_from_mask
+from arena.models.pooling import PoolingMode, pool, pool_packed, positions_from_mask
 from arena.models.quant import Quantization
 
 _LORA_KEYS = {"r", "alpha", "dropout", "targets"}
@@ -61,41 +62,76 @@ class PreferenceModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        seq_ends: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Score a batch of formatted pairs.
+        """Score a batch of formatted pairs, padded or packed.
 
         Args:
-            input_ids: (B, T) token ids, padded on either side.
-            attention_mask: (B, T) 1 for real tokens.
+            input_ids: (B, T) token ids padded on either side, or (R, T) rows of packed
+                sequences (:func:`arena.data.batching.pack`).
+            attention_mask: (B, T) 1 for real tokens (padded batches).
             features: (B, F) normalised hand-crafted features, for a fusion head.
+            position_ids: (R, T) positions restarting at 0 for every packed sequence.
+            seq_ends: (B,) index in the flattened rows of every packed sequence's last token.
 
         Returns:
             (B, C) float32 logits. The head runs with autocast off, in fp32 (as built).
         """
-        pooled = self.encode(input_ids, attention_mask)  # (B, H)
+        pooled = self.encode(input_ids, attention_mask, position_ids, seq_ends)  # (B, H)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
             feats = None if features is None else features.to(pooled.dtype)
             return self.head(pooled, feats).float()
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Run the backbone and pool.
-
-        Args:
-            input_ids: (B, T) token ids, padded on either side.
-            attention_mask: (B, T) 1 for real tokens.
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        seq_ends: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the backbone and pool (see :meth:`forward` for the two batch layouts).
 
         Returns:
             (B, H) pooled states in the head's dtype (fp32 as built, unless a "-true"
             precision plugin converted it).
+
+        Raises:
+            ValueError: a packed batch for a model that cannot read one (see :meth:`check_packing`).
         """
+        dtype = next(self.head.parameters()).dtype
+        if seq_ends is not None:
+            self.check_packing()
+            if position_ids is None:
+                raise ValueError("a packed batch needs the position ids of its sequences")
+            # no attention mask: the block-diagonal causal mask comes from the position ids
+            out = self.backbone(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+            hidden = out.last_hidden_state
+            flat = hidden.reshape(-1, hidden.shape[-1])  # (R * T, H)
+            lengths = position_ids.reshape(-1)[seq_ends] + 1  # (B,)
+            return pool_packed(flat, seq_ends, lengths, self.pooling).to(dtype)
+        if attention_mask is None:
+            raise ValueError("a padded batch needs its attention_mask")
         extra: dict[str, Any] = {}
         if self.is_decoder:
             extra = {"position_ids": positions_from_mask(attention_mask), "use_cache": False}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        dtype = next(self.head.parameters()).dtype
         return pool(out.last_hidden_state, attention_mask, self.pooling).to(dtype)
+
+    def check_packing(self) -> None:
+        """Packed rows need a decoder: its causal attention is kept within each sequence by the
+        position ids; an encoder's bidirectional attention would read across them.
+
+        Raises:
+            ValueError: an encoder.
+        """
+        if not self.is_decoder:
+            raise ValueError(
+                "data.packing=true needs a decoder backbone (causal attention kept within each "
+                "packed sequence); this one is an encoder: set data.packing=false"
+            )
 
 
 class SiamesePreferenceModel(PreferenceModel):
@@ -111,13 +147,17 @@ class SiamesePreferenceModel(PreferenceModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        seq_ends: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Score N pairs.
 
         Args:
-            input_ids: (2N, T) token ids: rows ``i`` and ``N + i`` are the two sides of pair i.
+            input_ids: (2N, T) token ids: rows ``i`` and ``N + i`` are the two sides of pair i;
+                or rows of 2N packed sequences in that order (``position_ids``,
+                ``seq_ends``: see :meth:`PreferenceModel.forward`).
             attention_mask: (2N, T) 1 for real tokens.
             features: None or an empty (N, 0) tensor (engineered features are not supported).
 
@@ -127,14 +167,15 @@ class SiamesePreferenceModel(PreferenceModel):
         Raises:
             ValueError: An odd number of sequences, or features.
         """
-        if input_ids.shape[0] % 2:
+        n_seqs = input_ids.shape[0] if seq_ends is None else seq_ends.shape[0]
+        if n_seqs % 2:
             raise ValueError(
-                f"a siamese batch holds two sequences per pair, got {input_ids.shape[0]} rows; "
+                f"a siamese batch holds two sequences per pair, got {n_seqs}; "
                 "the data needs data.layout=siamese"
             )
         if features is not None and features.shape[-1] != 0:
             raise ValueError("the siamese architecture takes no engineered features")
-        pooled = self.encode(input_ids, attention_mask)  # (2N, H)
+        pooled = self.encode(input_ids, attention_mask, position_ids, seq_ends)  # (2N, H)
         first, second = pooled.chunk(2)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
             return self.head(first, second).float()

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from arena.data.batching import Collator, LengthBatchSampler, pad, plan_batches, sorted_batches
+from arena.data.batching import (
+    Collator,
+    LengthBatchSampler,
+    pack,
+    pad,
+    plan_batches,
+    sorted_batches,
+)
 
 
 def lengths(n: int = 500, seed: int = 0) -> np.ndarray:
@@ -117,3 +126,51 @@ def test_lightning_reaches_set_epoch() -> None:
     first = list(s)
     _set_sampler_epoch(loader, 1)
     assert s.epoch == 1 and list(s) != first
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+    row_tokens=st.integers(1, 64),
+)
+def test_pack_keeps_every_sequence_whole_in_rows_of_the_budget(
+    lengths: list[int], row_tokens: int
+) -> None:
+    seqs = [np.arange(100 * i, 100 * i + n) for i, n in enumerate(lengths)]
+    out = pack(seqs, row_tokens)
+    ids, positions, ends = out["input_ids"], out["position_ids"], out["seq_ends"]
+    rows, width = ids.shape
+    assert width <= max(row_tokens, max(lengths))  # a longer sequence gets a row of its own
+    flat_ids, flat_pos = ids.reshape(-1), positions.reshape(-1)
+    for seq, end in zip(seqs, ends.tolist(), strict=True):
+        start = end - len(seq) + 1
+        assert start // width == end // width  # never split over two rows
+        assert flat_ids[start : end + 1].tolist() == seq.tolist()
+        assert flat_pos[start : end + 1].tolist() == list(range(len(seq)))
+        if end + 1 < rows * width and (end + 1) % width:
+            assert flat_pos[end + 1] == 0  # the next segment restarts: no attention across
+    assert sum(lengths) <= rows * width
+
+
+def test_packed_batches_count_real_tokens() -> None:
+    lengths = np.array([5, 30, 60, 5, 30])
+    order = np.argsort(-lengths, kind="stable")
+    padded = plan_batches(lengths, order, 100, 64)
+    packed = plan_batches(lengths, order, 100, 64, packed=True)
+    assert all(lengths[b].sum() <= 100 for b in packed)
+    assert all(len(b) * lengths[b].max() <= 100 for b in padded)
+    assert len(packed) < len(padded)
+    sampler = LengthBatchSampler(lengths, 64, 100, shuffle=False, packed=True)
+    assert all(sum(sampler.lengths[i] for i in b) <= 100 for b in sampler)
+
+
+def test_collator_packs_both_orders_in_the_padded_order() -> None:
+    items = [
+        {"input_ids": np.array([5, 6, 7]), "input_ids_swapped": np.array([8, 9, 7]), "label": 0},
+        {"input_ids": np.array([4]), "input_ids_swapped": np.array([3]), "label": 1},
+    ]
+    packed = Collator(0, "right", pack=True, row_tokens=4)(items)
+    flat = packed["input_ids"].reshape(-1)
+    last_tokens = flat[packed["seq_ends"]].tolist()
+    assert last_tokens == [7, 4, 7, 3]  # originals, then swapped: as the padded batch orders them
+    assert "attention_mask" not in packed and packed["label"].tolist() == [0, 1]

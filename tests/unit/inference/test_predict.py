@@ -193,3 +193,22 @@ def test_submission_layouts_and_metrics(tmp_path: Path) -> None:
     assert evaluate(np.array([[0.0, 1.0]]), np.array([0]))["log_loss"] == pytest.approx(
         -np.log(1e-15)
     )
+
+
+@pytest.mark.parametrize("name", ["linear2", "left3"])
+def test_packed_scoring_equals_padded_with_swap_tta(ckpts, table, name: str) -> None:
+    cache = ckpts[name].parent / "cache"
+    kw = {"cache_dir": cache, "max_tokens": 600, "batch_size": 16}
+    padded = Predictor.from_checkpoint(ckpts[name], **kw)
+    packed = Predictor.from_checkpoint(ckpts[name], packing=True, **kw)
+    for tta in (TTA("none"), TTA("full")):
+        want = Ensemble([padded]).predict(table, tta).probs
+        got = Ensemble([packed]).predict(table, tta).probs
+        assert np.abs(got - want).max() <= 1e-4
+
+
+def test_packed_scoring_of_a_mean_pooled_fusion_model_equals_padded(ckpts, table) -> None:
+    kw = {"cache_dir": ckpts["fusion2"].parent / "cache", "max_tokens": 600}
+    padded = Predictor.from_checkpoint(ckpts["fusion2"], **kw)
+    packed = Predictor.from_checkpoint(ckpts["fusion2"], packing=True, **kw)
+    assert np.abs(packed.predict(table) - padded.predict(table)).max() <= 1e-4
