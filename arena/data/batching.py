@@ -7,8 +7,8 @@ only (transformers builds the block-diagonal causal mask from the position ids w
 mask is given) and each sequence is pooled at its last token (``seq_ends``). A packed batch costs
 the sum of its lengths, a padded one its row count times its longest row.
 
-Batch samplers here shard themselves under DDP (rank ``r`` of ``w`` takes every ``w``-th batch, and
-every rank gets the same number of batches), so the trainer runs with
+Batch samplers here shard themselves under DDP (every rank gets the same number of batches, and
+the ``w`` batches of one step cost about the same tokens), so the trainer runs with
 ``use_distributed_sampler=False``.
 """
 
@@ -148,11 +148,20 @@ class LengthBatchSampler(torch.utils.data.Sampler[list[int]]):
         return batches
 
     def _shard(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """This rank's batches. The ``world`` batches of one step are batches of about the same
+        cost (sorted by cost, dealt a step at a time, the steps in random order), so no rank
+        waits long for another at the gradient all-reduce."""
         if self.world == 1:
             return batches
         per_rank = -(-len(batches) // self.world)
         padded = batches + batches[: per_rank * self.world - len(batches)]
-        return padded[self.rank :: self.world]
+        lengths = self.lengths
+        cost = [lengths[b].sum() if self.packed else len(b) * lengths[b].max() for b in padded]
+        ranked = np.argsort(cost, kind="stable")
+        steps = ranked.reshape(per_rank, self.world)
+        if self.shuffle:
+            steps = steps[np.random.default_rng((self.seed, self.epoch, 1)).permutation(per_rank)]
+        return [padded[i] for i in steps[:, self.rank]]
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Skip the first ``batches_done`` batches whenever ``epoch`` is iterated (Lightning may

@@ -63,6 +63,10 @@ def test_ddp_shards_are_equal_sized_and_cover() -> None:
     assert len(shards[0]) == len(shards[1])
     covered = {i for sh in shards for b in sh for i in b}
     assert covered == set(range(len(lens)))
+    # the two batches of a step cost about the same: ranks wait little for each other
+    cost = [[len(b) * lens[b].max() for b in sh] for sh in shards]
+    gaps = [abs(a - b) / max(a, b) for a, b in zip(*cost, strict=True)]
+    assert np.median(gaps) < 0.1
 
 
 def test_length_grouping_reduces_padding() -> None:
@@ -150,6 +154,17 @@ def test_pack_keeps_every_sequence_whole_in_rows_of_the_budget(
         if end + 1 < rows * width and (end + 1) % width:
             assert flat_pos[end + 1] == 0  # the next segment restarts: no attention across
     assert sum(lengths) <= rows * width
+
+
+def test_ddp_ranks_get_about_equal_tokens_per_step_when_packed() -> None:
+    lens = lengths(301)
+    steps = []
+    for rank in range(2):
+        s = LengthBatchSampler(lens, 64, max_tokens=2048, seed=5, packed=True)
+        s.rank, s.world = rank, 2
+        steps.append([int(lens[b].sum()) for b in s])
+    gaps = [abs(a - b) / max(a, b) for a, b in zip(*steps, strict=True)]
+    assert sum(g > 0.1 for g in gaps) <= 1  # every step but the one holding the remainder
 
 
 def test_packed_batches_count_real_tokens() -> None:
