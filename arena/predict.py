@@ -77,7 +77,7 @@ def load_ensemble(
         batch_size=cfg.batch_size,
         max_tokens=cfg.max_tokens,
         max_length=cfg.max_length,
-        packing=bool(cfg.data.packing),
+        packing=cfg.data.packing,
     )
 
 

@@ -176,7 +176,7 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         max_tokens=cfg.max_tokens,
         max_length=cfg.max_length,
-        packing=bool(cfg.data.packing),
+        packing=cfg.data.packing,
     )
     result = ensemble.predict(table, tta)
     probs = drop_tie(result.probs) if cfg.binary else result.probs

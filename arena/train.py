@@ -30,6 +30,7 @@ from arena.callbacks import OOFWriter, Throughput, TrainingInterrupted
 from arena.data.teachers import pin_teachers
 from arena.distributed import full_trainable_state
 from arena.models import BackboneSpec, CheckpointSpec, ModelOptions, load_tokenizer, save_checkpoint
+from arena.models.backbone import resolve_packing
 from arena.models.sizing import Setup, count_params, flops_per_sample, memory_gb
 from arena.utils.config import register_resolvers, to_container
 from arena.utils.console import log_run_dir, result_line
@@ -141,7 +142,10 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
     teachers = teachers and pin_teachers(teachers, out / "teachers.json", cfg.ckpt_path is not None)
     # objects pass through a partial: instantiate() would turn a dataclass kwarg into a config
     datamodule = instantiate(cfg.data, _partial_=True)(
-        tokenizer=tokenizer, template=instantiate(cfg.backbone.template), teachers=teachers
+        tokenizer=tokenizer,
+        template=instantiate(cfg.backbone.template),
+        teachers=teachers,
+        packing=resolve_packing(cfg.data.packing, spec),
     )
     module = instantiate(cfg.model)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -177,7 +177,7 @@ class Ensemble:
         batch_size: int = 32,
         max_tokens: int | None = None,
         max_length: int | None = None,
-        packing: bool = False,
+        packing: bool | str = False,
     ) -> Ensemble:
         """Load checkpoint (or run) dirs, one member each.
 
@@ -190,9 +190,12 @@ class Ensemble:
             autocast, batch_size, max_tokens: see :class:`Predictor`.
             max_length: tokens a sequence may hold instead of the training budget's; None
                 formats exactly as each checkpoint was trained.
-            packing: padding-free batches (decoders pooled at the last token only).
+            packing: padding-free batches for decoders: true, false, or ``auto`` (where the
+                member's attention kernel skips masked blocks, see ``resolve_packing``).
         """
-        from arena.models.checkpoint import load_checkpoint  # the model stack loads here only
+        # the model stack loads here only
+        from arena.models.backbone import resolve_packing
+        from arena.models.checkpoint import load_checkpoint
 
         kbit = quantization not in (None, "none") and device.type == "cuda"
         members = []
@@ -214,7 +217,7 @@ class Ensemble:
                     batch_size=batch_size,
                     max_tokens=max_tokens,
                     max_length=max_length,
-                    packing=packing,
+                    packing=resolve_packing(packing, loaded[2].backbone),
                 )
             )
         return cls(members, weights, combine)

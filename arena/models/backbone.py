@@ -145,6 +145,25 @@ class BackboneSpec:
         )
 
 
+#: attention kernels that skip the blocks a packed row masks out (eager and sdpa apply the
+#: row's block-diagonal mask densely: exact, but dearer than padding short sequences)
+PACKING_ATTENTION = ("flash_attention_2", "flex_attention")
+
+
+def resolve_packing(packing: bool | str, spec: BackboneSpec) -> bool:
+    """``data.packing``: true or false as given; ``auto`` packs a decoder whose attention
+    implementation here (:meth:`BackboneSpec.attention`) is one of :data:`PACKING_ATTENTION`.
+
+    Raises:
+        ValueError: another value.
+    """
+    if packing == "auto":
+        return spec.kind == "decoder" and spec.attention() in PACKING_ATTENTION
+    if isinstance(packing, bool):
+        return packing
+    raise ValueError(f"data.packing={packing!r}; expected true, false or auto")
+
+
 def attention_available(name: str) -> bool:
     """Whether an attention implementation runs here: the fused kernels only on CUDA
     (``flash_attention_2`` with the flash-attn package installed; ``flex_attention`` compiles

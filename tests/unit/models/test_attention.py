@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 import arena.models.backbone as backbone_module
 from arena.data.batching import model_inputs, pack, pad
 from arena.models import build_preference_model
+from arena.models.backbone import resolve_packing
 from tests.conftest import compose_cfg
 from tests.unit.models.test_models import twin
 
@@ -75,3 +76,18 @@ def test_fast_attention_gives_eager_attentions_logits(
     eager = logits_by(family, "eager", tmp_path)[0]
     for got in logits_by(family, fast, tmp_path):
         assert (got - eager).abs().max() <= 1e-5
+
+
+def test_packing_auto_packs_where_the_attention_kernel_skips_masked_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = twin("qwen2", attn_implementation=["flash_attention_2", "sdpa"])
+    monkeypatch.setattr(backbone_module.torch.cuda, "is_available", lambda: False)
+    assert not resolve_packing("auto", decoder)  # sdpa here: padding is cheaper
+    assert resolve_packing(True, decoder) and not resolve_packing(False, decoder)
+    monkeypatch.setattr(backbone_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(backbone_module.importlib.util, "find_spec", lambda name: object())
+    assert resolve_packing("auto", decoder)  # flash-attn: varlen, nothing masked is computed
+    assert not resolve_packing("auto", twin("bert"))
+    with pytest.raises(ValueError, match="true, false or auto"):
+        resolve_packing("yes", decoder)
