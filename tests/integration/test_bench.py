@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from arena.bench import gpu, scaling, train_batching, tta
+from arena.bench import gpu, gpu_models, scaling, train_batching, tta
 from arena.bench.__main__ import main, parse
 from arena.bench.common import Settings, equivalence, speedup
 from arena.bench.inputs import ModelKit, build_kit, encode, load_table, sample_rows
@@ -21,6 +21,8 @@ from arena.bench.report import TARGETS, judge, table
 from arena.bench.scaling_worker import Pipeline
 from arena.bench.suite import run_suite
 from arena.bench.tokenization import cache_comparison, joined_text
+from arena.data.batching import pack
+from arena.models import build_backbone
 
 REQUIRED = (
     "train_loop.lightning_vs_plain",
@@ -30,6 +32,7 @@ REQUIRED = (
     "tokenization.formatter_vs_raw_encode",
     "scaling.peak_memory_ratio_16x_vs_1x",
 )
+GPU_VARIANTS = {"train_padded", "train_packed", "score_padded", "score_packed"}
 # single-threaded, as the suite runs by default (``Settings.threads``); fixture in conftest.py
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,34 +87,116 @@ def test_gpu_section_skips_without_cuda(result: dict[str, Any]) -> None:
     assert result["sections"]["gpu"]["skipped"] == "no CUDA"
 
 
-def test_gpu_section_runs_its_measurements_on_cpu(settings: Settings) -> None:
+@pytest.fixture(scope="module")
+def gpu_on_cpu(settings: Settings) -> dict[str, Any]:
+    """The gpu section on CPU: every case on its family's tiny twin, one layer, 6 sequences."""
+    return gpu.run(
+        settings, device="cpu", twins=True, layers=1, n_seqs=6, max_length=64, matmul_n=64
+    )
+
+
+def test_gpu_section_runs_its_measurements_on_cpu(gpu_on_cpu: dict[str, Any]) -> None:
+    raw, cases = gpu_on_cpu["raw"], gpu_on_cpu["raw"]["cases"]
+    assert set(cases) == {c.name for c in gpu.CASES}
+    assert raw["roofline"]["flops_per_second"] > 0 and raw["length_mix"]["sequences"] == 6
+    for case in gpu.CASES:
+        rec = cases[case.name]
+        assert "error" not in rec, rec.get("traceback")
+        assert rec["quantization"] == case.quantization and rec["activation_checkpointing"]
+        assert rec["attention"] == {"gemma2_9b": "eager", "qwen2_5_14b": "sdpa"}[case.backbone]
+        # 4-bit: the 7 LoRA targets of the one layer are bitsandbytes layers; bf16 LoRA: none
+        assert rec["linear_4bit_layers"] == (7 if case.quantization == "4bit" else 0)
+        assert set(rec["seconds"]) == GPU_VARIANTS and rec["params"]["trainable"] > 0
+        assert rec["tokens_computed"]["packed"] < rec["tokens_computed"]["padded"]
+        assert all(len(v["samples"]) == 3 for v in rec["seconds"].values())  # repeats, in time
+        flops = rec["flops_per_step"]
+        assert flops["train_packed"] == flops["train_padded"] > 3 * flops["score_packed"]
+        assert all(0 < m < 1 for m in rec["mfu"].values())
+        assert rec["logits_max_diff_padded_vs_packed"] <= 1e-4  # fp32 on CPU
+        memory = rec["memory_estimate_gb"]["train_padded"]
+        assert memory["estimate"] > 0 and memory["measured"] is None  # no CUDA peak here
+        for kind in ("train", "score"):
+            key = f"gpu.{case.name}.{kind}_packed_vs_padded"
+            assert gpu_on_cpu["equivalence"][key]["ok"]
+            assert gpu_on_cpu["equivalence"][key]["max_diff"] <= 1e-4
+            assert gpu_on_cpu["ratios"][key] == rec["packed_vs_padded"][kind]["paired"] > 0
+        assert gpu_on_cpu["ratios"][f"gpu.{case.name}.train_packed_mfu"] > 0
+    json.dumps(gpu_on_cpu)  # the bench's JSON holds it as it is
+
+
+def test_gpu_section_withholds_ratios_when_packing_is_wrong(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packed rows whose positions run on across sequences attend across them: the check fails
+    and the packed/padded ratios are withheld while the timings stay in the raw record."""
+
+    def leaky(seqs: Any, row_tokens: int | None = None) -> dict[str, torch.Tensor]:
+        batch = pack(seqs, row_tokens)
+        width = batch["position_ids"].shape[1]
+        batch["position_ids"] = torch.arange(width).expand_as(batch["position_ids"]).clone()
+        return batch
+
+    monkeypatch.setattr(gpu_models, "pack", leaky)
+    case = gpu.CASES[-1]
     out = gpu.run(
         settings,
         device="cpu",
-        backbone="tiny_gemma2",
+        cases=[case],
+        twins=True,
         layers=1,
-        n_seqs=3,
-        max_length=32,
+        n_seqs=6,
+        max_length=64,
         matmul_n=64,
     )
-    assert out["equivalence"]["ok"] and out["equivalence"]["max_diff"] <= 1e-4
-    assert out["raw"]["real_tokens"] <= out["raw"]["padded_tokens"]
-    assert set(out["ratios"]) == {
-        "gpu.packed_vs_padded_forward",
-        "gpu.packed_vs_padded_train",
-        "gpu.train_packed_mfu",
-    }
+    key = f"gpu.{case.name}.train_packed_vs_padded"
+    assert not out["equivalence"][key]["ok"] and out["ratios"][key] is None
+    assert out["ratios"][f"gpu.{case.name}.train_packed_mfu"] is None
+    assert out["raw"]["cases"][case.name]["packed_vs_padded"]["train"]["paired"] > 0
+
+
+def test_gpu_section_quantizes_random_weights_as_a_load_from_disk(tmp_path: Path) -> None:
+    """The in-memory 4-bit route gives the modules, quantized weights and outputs of saving the
+    random weights and loading them with the QLoRA config (build_backbone's twin route)."""
+    spec = gpu_models.bench_spec("gemma2_9b", None, twin=True)
+    ours = gpu_models.quantized_random_backbone(spec, "4bit", torch.device("cpu"))
+    disk = build_backbone(spec, cache_dir=tmp_path, quantization="4bit")
+    kinds = {n: type(m).__name__ for n, m in disk.named_modules()}
+    assert {n: type(m).__name__ for n, m in ours.named_modules()} == kinds
+    assert list(kinds.values()).count("Linear4bit") == 14 and ours.is_loaded_in_4bit
+    theirs = disk.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.state_dict().items())
+    ids = torch.randint(3, 4000, (2, 24))
+    with torch.no_grad():
+        assert torch.equal(ours(input_ids=ids)[0], disk(input_ids=ids)[0])
+
+
+def test_gpu_step_flops_count_attention_backward_and_recompute() -> None:
+    arch = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "head_dim": 8}
+    counts = {"total": 1100, "embedding": 100, "trainable": 10}
+    lengths = np.array([3, 4])
+    attention = 4 * 2 * 32 * (9 + 16)
+    assert gpu_models.step_flops(counts, arch, lengths, training=False) == 2 * 1000 * 7 + attention
+    matmuls = 2 * 1000 * (2 + 10 / 1000) * 7 + 2 * 1000 * 7  # backward + recompute forward
+    assert gpu_models.step_flops(counts, arch, lengths, training=True) == pytest.approx(
+        matmuls + 4 * attention
+    )
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_section_on_cuda_packs_exactly_and_measures_mfu(settings: Settings) -> None:
-    """Two Gemma2-9B layers at 512 tokens in bf16 on the GPU: the packed rows score like the
-    padded ones, and the MFU is a fraction of the measured matmul roofline."""
+    """Two layers of each real architecture at 512 tokens on the GPU (4-bit, bf16 autocast): the
+    packed rows score like the padded ones, MFU is a fraction of the peak, and the peak memory
+    is measured beside its estimate."""
     out = gpu.run(settings, layers=2, n_seqs=8, max_length=512, matmul_n=4096)
-    assert out["equivalence"]["ok"], out["equivalence"]
-    assert 0 < out["ratios"]["gpu.train_packed_mfu"] < 1
-    assert out["raw"]["real_tokens"] < out["raw"]["padded_tokens"]
+    for case in gpu.CASES:
+        rec = out["raw"]["cases"][case.name]
+        assert "error" not in rec, rec.get("traceback")
+        assert out["equivalence"][f"gpu.{case.name}.train_packed_vs_padded"]["ok"]
+        assert rec["tokens_computed"]["packed"] < rec["tokens_computed"]["padded"]
+        assert 0 < out["ratios"][f"gpu.{case.name}.train_packed_mfu"] < 1
+        memory = rec["memory_estimate_gb"]["train_packed"]
+        assert memory["measured"] > 0 and math.isfinite(memory["relative_error"])
 
 
 def test_scaling_measures_three_sizes_in_fresh_processes(settings: Settings, kit: ModelKit) -> None:
