@@ -1,8 +1,9 @@
 """Inference with trained checkpoints: batching, swap TTA, ensembles and submission files.
 
 predictor = Predictor.from_checkpoint(run_dir, cache_dir=Path(".cache/arena"))
-probs = predictor.predict(table, TTA("full"))                          # (n, C)
-out = Ensemble([p0, p1], weights=[2, 1], combine="logit").predict(table, TTA("uncertain"))
+probs = predictor.predict(table)                                       # (n, C), as given
+ensemble = Ensemble.from_checkpoints([run0, run1], [2, 1], "logit", cache_dir=c, device=d)
+out = ensemble.predict(table, TTA("uncertain"))                        # out.probs (n, C)
 
 Generating responses (``arena.inference.generation``: ``load_generator``, ``respond``) loads
 causal LMs; it is imported from its module, not here, so that scoring starts fast.
