@@ -41,8 +41,9 @@ ARCH = {
 BUDGET = 4  # tokens per batch, in units of max_length
 
 
-def new_model(seed: int) -> PreferenceModel:
-    torch.manual_seed(seed)
+def new_model() -> PreferenceModel:
+    """The same random weights every call, so every variant starts from them."""
+    torch.manual_seed(0)
     spec = BackboneSpec(name="bench_decoder", kind="decoder", arch=ARCH, random_init=True)
     return build_preference_model(spec, n_classes=2, cache_dir=Path(".cache/arena"))
 
@@ -84,7 +85,7 @@ def computed_tokens(batches: list[np.ndarray], lengths: np.ndarray, packed: bool
 
 def score_pass(seqs: list[np.ndarray], batches: list[np.ndarray], packed: bool, cap: int) -> float:
     """Seconds to score every sequence once (fresh model, inference mode)."""
-    model = new_model(0).eval()
+    model = new_model().eval()
     start = time.perf_counter()
     with torch.inference_mode():
         for b in batches:
@@ -94,7 +95,7 @@ def score_pass(seqs: list[np.ndarray], batches: list[np.ndarray], packed: bool, 
 
 def train_epoch(seqs: list[np.ndarray], batches: list[np.ndarray], packed: bool, cap: int) -> float:
     """Seconds of one training epoch from the same initial weights (pinned AdamW)."""
-    model = new_model(0).train()
+    model = new_model().train()
     optimizer = pinned_adamw([p for p in model.parameters() if p.requires_grad], 1e-4)
     target = torch.from_numpy(np.arange(len(seqs)) % 2)
     start = time.perf_counter()
@@ -114,7 +115,7 @@ def run(settings: Settings) -> dict[str, Any]:
     lengths = np.array([len(s) for s in seqs])
     batches = plans(lengths, cap, settings.seed)
     first = seqs[:8]  # in drawn order: short and long together, several to a packed row
-    model = new_model(0).eval()
+    model = new_model().eval()
     with torch.inference_mode():
         padded, packed = (model(**model_inputs(collate(first, p, cap))) for p in (False, True))
         diff = float((padded - packed).abs().max())

@@ -1,6 +1,6 @@
 """``PreferenceDataModule``: files -> validated pairs -> folds -> tokens -> batches.
 
-The only module of :mod:`arena.data` that imports Lightning.
+It lives beside the LightningModules, so that :mod:`arena.data` stays free of Lightning.
 """
 
 from __future__ import annotations
