@@ -14,7 +14,10 @@ the soft targets ``prob_model_a, prob_model_b[, prob_tie]`` (each row sums to 1)
 (default ``pseudo_r<round>``) and ``round``; ``data.train_files`` reads it back as soft-labelled
 pairs. Beside it, ``<stem>.summary.json``: rows, rows dropped by ``min_confidence``, class balance,
 mean confidence, ``one_class`` (every row favours one class: a collapsed labeller), checkpoints,
-weights, TTA. ``binary=true`` turns a 3-class labeller's probabilities into binary soft labels
+weights, TTA, ``informative`` and ``reason``. Labels that say nothing (:func:`check_informative`:
+near-uniform, or nearly all one class) are refused: an error with the numbers, no file written
+(the summary goes to the run dir ``output_dir`` instead); ``allow_uninformative=true`` writes them
+with a warning. ``binary=true`` turns a 3-class labeller's probabilities into binary soft labels
 (tie mass dropped, ``p_A, p_B`` renormalised). Hydra's ``.hydra/`` and log go to ``output_dir``.
 """
 
@@ -111,6 +114,58 @@ def confident_rows(probs: np.ndarray, min_confidence: float | None) -> np.ndarra
     return probs.max(axis=1) >= min_confidence
 
 
+class UninformativeLabels(ValueError):
+    """Soft labels a collapsed labeller would give: refused, nothing written."""
+
+
+def check_informative(
+    probs: np.ndarray, uniform_margin: float, max_class_share: float
+) -> tuple[bool, str | None]:
+    """Whether (n, C) soft labels carry information, and if not, why (with the numbers).
+
+    Two ways a labeller that collapsed to the prior shows: every row near ``1/C`` (the mean top
+    probability within ``uniform_margin`` of ``1/C``), or one class the top class of more than
+    ``max_class_share`` of the rows. ``one_class`` alone misses the first (0.50/0.50 rows still
+    split their argmax by noise).
+
+    Args:
+        probs: (n, C) probabilities, C = 2 or 3.
+        uniform_margin: smallest mean top probability above ``1/C`` that counts, in [0, 1).
+        max_class_share: largest share of rows one class may top, in (0, 1].
+
+    Returns:
+        ``(True, None)``, or ``(False, reason)``; no rows at all is not informative.
+
+    Raises:
+        ValueError: a threshold outside its range.
+    """
+    if not 0.0 <= uniform_margin < 1.0 or not 0.0 < max_class_share <= 1.0:
+        raise ValueError(
+            f"uniform_margin={uniform_margin} must lie in [0, 1) and max_class_share="
+            f"{max_class_share} in (0, 1]"
+        )
+    n, c = probs.shape
+    if n == 0:
+        return False, "no rows to label"
+    reasons = []
+    top = float(probs.max(axis=1).mean())
+    if top < 1.0 / c + uniform_margin:
+        reasons.append(
+            f"near-uniform: mean top probability {top:.4f} is within uniform_margin="
+            f"{uniform_margin} of 1/C = {1.0 / c:.4f}"
+        )
+    shares = np.bincount(probs.argmax(axis=1), minlength=c) / n  # (C,)
+    k = int(shares.argmax())
+    if shares[k] > max_class_share:
+        reasons.append(
+            f"one class: {LABEL_NAMES[k]} is the top class of {shares[k]:.1%} of rows, above "
+            f"max_class_share={max_class_share:.1%}"
+        )
+    if not reasons:
+        return True, None
+    return False, f"{'; '.join(reasons)} ({n} rows, {c} classes)"
+
+
 def _as_list(value: Any) -> list[Any]:
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
@@ -125,6 +180,7 @@ def _check(cfg: DictConfig) -> Path:
     if int(cfg.round) < 1:
         raise ValueError(f"round={cfg.round}: soft labels are for round 1 or later")
     confident_rows(np.zeros((0, 2)), cfg.min_confidence)  # raises on a value outside [0, 1]
+    check_informative(np.zeros((0, 2)), cfg.uniform_margin, cfg.max_class_share)  # ranges
     return out
 
 
@@ -155,7 +211,29 @@ def _summary(
         "run_dir": str(cfg.output_dir),
     }
     summary["one_class"] = bool(keep.any()) and max(summary["argmax_share"].values()) == 1.0
+    # judged on every labelled row: the confidence filter would hide a collapsed labeller
+    informative, reason = check_informative(probs, cfg.uniform_margin, cfg.max_class_share)
+    summary.update(informative=informative, reason=reason)
+    summary["allow_uninformative"] = bool(cfg.allow_uninformative)
     return summary
+
+
+def _refuse_uninformative(cfg: DictConfig, summary: dict[str, Any], write: bool) -> None:
+    """Raise :class:`UninformativeLabels` for labels that say nothing, after writing the summary
+    to the run dir (never beside ``output_file``); with ``allow_uninformative`` only warn."""
+    if summary["informative"]:
+        return
+    if cfg.allow_uninformative:
+        log.warning("writing uninformative soft labels (allow_uninformative=true): %s",
+                    summary["reason"])  # fmt: skip
+        return
+    if write:
+        write_json(Path(cfg.output_dir) / "summary.json", summary)
+    raise UninformativeLabels(
+        f"refusing to write {cfg.output_file}: the soft labels are uninformative, "
+        f"{summary['reason']}; the labelling model may have collapsed to the prior (see "
+        "`collapsed` in its run's summary.json). allow_uninformative=true writes them anyway"
+    )
 
 
 def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
@@ -183,6 +261,7 @@ def pseudo_label_run(cfg: DictConfig) -> dict[str, Any]:
     keep = confident_rows(probs, cfg.min_confidence)
     labelled = soft_label_table(table.loc[keep], probs[keep], int(cfg.round), cfg.source)
     summary = _summary(cfg, ensemble, result, probs, keep) | {"read": asdict(report)}
+    _refuse_uninformative(cfg, summary, ensemble.members[0].rank == 0)
     if summary["one_class"]:
         log.warning(
             "every soft label favours the same class: the labelling model may have collapsed to "

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from arena.callbacks import OOFWriter, Throughput, TrainingInterrupted
+from arena.data.correction import LabelCorrection, pin_correction
 from arena.data.teachers import pin_teachers
 from arena.distributed import full_trainable_state
 from arena.models import BackboneSpec, CheckpointSpec, ModelOptions, load_tokenizer, save_checkpoint
@@ -140,11 +141,16 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
     # a resumed run reads the teacher files its start read, whatever sweeps appeared since
     teachers = [instantiate(t) for t in cfg.data.teachers]
     teachers = teachers and pin_teachers(teachers, out / "teachers.json", cfg.ckpt_path is not None)
+    correction = LabelCorrection.from_value(to_container(cfg.data).get("label_correction"))
+    if correction is not None:
+        record = out / "label_correction.json"
+        correction = pin_correction(correction, record, cfg.ckpt_path is not None)
     # objects pass through a partial: instantiate() would turn a dataclass kwarg into a config
     datamodule = instantiate(cfg.data, _partial_=True)(
         tokenizer=tokenizer,
         template=instantiate(cfg.backbone.template),
         teachers=teachers,
+        label_correction=correction,
         packing=resolve_packing(cfg.data.packing, spec),
     )
     module = instantiate(cfg.model)

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from arena.data.features import FEATURE_NAMES, FeatureNormalizer, compute_features
+from arena.data.feature_sets import FeatureNormalizer
+from arena.data.features import FEATURE_NAMES, compute_features
 from arena.data.format import Budget, Template
 from arena.data.schema import COLUMNS, TEXT_COLUMNS
 from arena.data.synthetic import make_synthetic

@@ -1,4 +1,6 @@
-"""Hand-crafted text features of a pair table, laid out so that an A/B swap is a permutation.
+"""Hand-crafted text features of a pair table, laid out so that an A/B swap is a permutation:
+the ``arena`` set of :mod:`arena.data.feature_sets` (``data.features=arena``), and the text
+helpers the ``seed`` set (:mod:`arena.data.seed_features`) shares.
 
 Columns come in four blocks (see :data:`FEATURE_NAMES`):
 
@@ -9,8 +11,9 @@ Columns come in four blocks (see :data:`FEATURE_NAMES`):
 4. *antisymmetric*: ``diff_<stat>`` (A minus B; on ``log_chars`` that is the log length ratio)
    and ``rel_chars``/``rel_words`` = ``(a - b) / (a + b + 1)``; a swap negates them.
 
-:func:`swap_features` applies exactly that, so ``compute_features(swap(df)) ==
-swap_features(compute_features(df))`` bit for bit. Counts go through ``log1p``.
+:func:`swap_permutation` reads that from the names and :func:`swap_features` applies it, so
+``compute_features(swap(df)) == swap_features(compute_features(df))`` bit for bit. Counts go
+through ``log1p``.
 
 Definitions, chosen for speed: character counts come from one UTF-8 byte histogram per text
 (``np.bincount``), so character classes are ASCII (``upper_ratio`` = ASCII upper-case over ASCII
@@ -22,14 +25,14 @@ RE2 (pyarrow strings). Turns are joined with a newline that is not counted.
 Usage::
 
     x = compute_features(df)                  # (n, len(FEATURE_NAMES)) float32
-    norm = FeatureNormalizer.fit(x[train_idx])
-    json.dumps(norm.to_dict()); z = norm.transform(x)
+    np.testing.assert_array_equal(compute_features(swap(df)), swap_features(x))
+
+Standardising them (``FeatureNormalizer``) and choosing a set: :mod:`arena.data.feature_sets`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -88,7 +91,7 @@ _ASCII_PUNCT: Final = bytes([*range(33, 48), *range(58, 65), *range(91, 97), *ra
 _PUNCT_TO_SPACE: Final = bytes.maketrans(_ASCII_PUNCT, b" " * len(_ASCII_PUNCT))
 
 
-def _join_turns(cells: Iterable[Any]) -> tuple[list[str], np.ndarray]:
+def join_turns(cells: Iterable[Any]) -> tuple[list[str], np.ndarray]:
     """Each cell (list of turns, a bare string or None) -> one text; also the turn counts."""
     texts: list[str] = []
     turns: list[int] = []
@@ -104,7 +107,7 @@ def _join_turns(cells: Iterable[Any]) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(turns, dtype=np.float64)
 
 
-def _byte_histogram(encoded: list[bytes]) -> np.ndarray:
+def byte_histogram(encoded: list[bytes]) -> np.ndarray:
     """(n, 256) float64 counts of every UTF-8 byte value per text."""
     out = np.zeros((len(encoded), 256), dtype=np.float64)
     for i, b in enumerate(encoded):
@@ -112,11 +115,16 @@ def _byte_histogram(encoded: list[bytes]) -> np.ndarray:
     return out
 
 
-def _regex_counts(texts: list[str], hist: np.ndarray) -> dict[str, np.ndarray]:
-    """Match counts of :data:`_REGEX_COUNTS`; a row without the trigger byte counts 0."""
+def regex_counts(
+    texts: list[str],
+    hist: np.ndarray,
+    patterns: Mapping[str, tuple[str, tuple[int, int]]] = _REGEX_COUNTS,
+) -> dict[str, np.ndarray]:
+    """Match counts of ``patterns`` (name -> (regex, trigger byte range), as in
+    :data:`_REGEX_COUNTS`); a row without a byte in the trigger range counts 0."""
     out: dict[str, np.ndarray] = {}
     s = pd.Series(texts, dtype="str")
-    for name, (pattern, (lo, hi)) in _REGEX_COUNTS.items():
+    for name, (pattern, (lo, hi)) in patterns.items():
         rows = hist[:, lo:hi].sum(1) > 0
         counts = np.zeros(len(texts), dtype=np.float64)
         if rows.any():
@@ -130,7 +138,7 @@ def _text_stats(
 ) -> np.ndarray:
     """(n, len(TEXT_STATS)) float64 statistics of joined texts, in :data:`TEXT_STATS` order."""
     h = hist
-    rx = _regex_counts(texts, hist)
+    rx = regex_counts(texts, hist)
     raw = {
         "log_chars": h.sum(1) - h[:, 0x80:0xC0].sum(1),  # minus UTF-8 continuation bytes
         "log_words": n_words,
@@ -155,7 +163,7 @@ def _text_stats(
     return np.stack([cols[name] for name in TEXT_STATS], axis=1)
 
 
-def _words(encoded: list[bytes]) -> tuple[np.ndarray, list[frozenset[bytes]]]:
+def word_sets(encoded: list[bytes]) -> tuple[np.ndarray, list[frozenset[bytes]]]:
     """Word counts (n,) and lower-cased word sets; whitespace and ASCII punctuation split."""
     counts = np.zeros(len(encoded), dtype=np.float64)
     sets: list[frozenset[bytes]] = []
@@ -166,7 +174,7 @@ def _words(encoded: list[bytes]) -> tuple[np.ndarray, list[frozenset[bytes]]]:
     return counts, sets
 
 
-def _jaccard(left: Sequence[frozenset[bytes]], right: Sequence[frozenset[bytes]]) -> np.ndarray:
+def jaccard(left: Sequence[frozenset[bytes]], right: Sequence[frozenset[bytes]]) -> np.ndarray:
     """(n,) |L & R| / |L | R| per row; 0 when both sets are empty."""
     out = np.zeros(len(left), dtype=np.float64)
     for i, (a, b) in enumerate(zip(left, right, strict=True)):
@@ -188,12 +196,12 @@ def compute_features(df: pd.DataFrame) -> np.ndarray:
     blocks: dict[str, np.ndarray] = {}
     words: dict[str, list[frozenset[bytes]]] = {}
     for col in ("prompt", "response_a", "response_b"):
-        texts, n_turns = _join_turns(df[col])
+        texts, n_turns = join_turns(df[col])
         encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-        n_words, words[col] = _words(encoded)
-        blocks[col] = _text_stats(texts, _byte_histogram(encoded), n_words, n_turns)
+        n_words, words[col] = word_sets(encoded)
+        blocks[col] = _text_stats(texts, byte_histogram(encoded), n_words, n_turns)
     side = {
-        c: np.column_stack([blocks[c], _jaccard(words["prompt"], words[c])])
+        c: np.column_stack([blocks[c], jaccard(words["prompt"], words[c])])
         for c in ("response_a", "response_b")
     }
     a, b = side["response_a"], side["response_b"]
@@ -203,20 +211,42 @@ def compute_features(df: pd.DataFrame) -> np.ndarray:
         j = _RESPONSE_STATS.index(stat)
         u, v = np.expm1(a[:, [j]]), np.expm1(b[:, [j]])
         rel.append((u - v) / (u + v + 1.0))
-    shared = np.column_stack([blocks["prompt"], _jaccard(words["response_a"], words["response_b"])])
+    shared = np.column_stack([blocks["prompt"], jaccard(words["response_a"], words["response_b"])])
     out = np.concatenate([shared, a, b, a[:, idx] - b[:, idx], *rel], axis=1)
     return out.astype(np.float32)
 
 
-def _swap_index() -> tuple[np.ndarray, np.ndarray]:
-    perm = np.arange(len(FEATURE_NAMES))
-    perm[A_SLICE], perm[B_SLICE] = perm[B_SLICE].copy(), perm[A_SLICE].copy()
-    sign = np.ones(len(FEATURE_NAMES), dtype=np.float32)
-    sign[ANTI_SLICE] = -1.0
+def swap_permutation(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """How an A/B swap acts on a feature layout, read from its names.
+
+    ``a_<x>`` and ``b_<x>`` exchange places, ``diff_*`` and ``rel_*`` (A minus B) change sign,
+    every other column is shared and stays.
+
+    Args:
+        names: the layout's column names.
+
+    Returns:
+        perm (F,) int64 and sign (F,) float32: the swapped features are ``x[..., perm] * sign``.
+
+    Raises:
+        ValueError: an ``a_<x>`` without its ``b_<x>`` or the other way round.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    perm = np.arange(len(names))
+    sign = np.ones(len(names), dtype=np.float32)
+    for i, name in enumerate(names):
+        side, _, stat = name.partition("_")
+        if side in ("a", "b"):
+            other = f"{'b' if side == 'a' else 'a'}_{stat}"
+            if other not in index:
+                raise ValueError(f"feature {name!r} has no swap partner {other!r}")
+            perm[i] = index[other]
+        elif side in ("diff", "rel"):
+            sign[i] = -1.0
     return perm, sign
 
 
-_SWAP_PERM, _SWAP_SIGN = _swap_index()
+_SWAP_PERM, _SWAP_SIGN = swap_permutation(FEATURE_NAMES)
 
 
 def swap_features(x: np.ndarray) -> np.ndarray:
@@ -229,60 +259,3 @@ def swap_features(x: np.ndarray) -> np.ndarray:
         Same shape and dtype; ``swap_features(swap_features(x)) == x``.
     """
     return (x[..., _SWAP_PERM] * _SWAP_SIGN).astype(x.dtype, copy=False)
-
-
-@dataclass(frozen=True, eq=False)
-class FeatureNormalizer:
-    """Standardisation that commutes with :func:`swap_features`.
-
-    Shared columns get their own mean/std; the A and B columns of one stat share stats pooled
-    over both sides; antisymmetric columns get mean 0 and their root mean square as scale.
-    Constant columns get scale 1.
-
-    Attributes:
-        mean: (F,) float32.
-        std: (F,) float32, all > 0.
-        names: the feature names the stats belong to.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    names: tuple[str, ...] = field(default=FEATURE_NAMES)
-
-    @classmethod
-    def fit(cls, x: np.ndarray) -> FeatureNormalizer:
-        """Estimate the statistics from (n, F) training features."""
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES) or len(x) == 0:
-            raise ValueError(f"expected (n > 0, {len(FEATURE_NAMES)}) features, got {x.shape}")
-        mean, std = x.mean(0), x.std(0)
-        both = np.concatenate([x[:, A_SLICE], x[:, B_SLICE]], axis=0)
-        mean[A_SLICE] = mean[B_SLICE] = both.mean(0)
-        std[A_SLICE] = std[B_SLICE] = both.std(0)
-        mean[ANTI_SLICE] = 0.0
-        std[ANTI_SLICE] = np.sqrt((x[:, ANTI_SLICE] ** 2).mean(0))
-        std = np.where(std > 1e-12, std, 1.0)
-        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """(..., F) features -> (..., F) float32 standardised features."""
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
-
-    def to_dict(self) -> dict[str, list[float] | list[str]]:
-        """Plain lists, JSON-serialisable, for a checkpoint."""
-        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> FeatureNormalizer:
-        """Inverse of :meth:`to_dict`; refuses stats saved for another feature layout."""
-        names = tuple(state.get("names", FEATURE_NAMES))
-        if names != FEATURE_NAMES:
-            raise ValueError(
-                f"saved normaliser has {len(names)} features {names[:3]}..., this version of "
-                f"arena computes {len(FEATURE_NAMES)}; recompute the features and refit"
-            )
-        mean = np.asarray(state["mean"], dtype=np.float32)
-        std = np.asarray(state["std"], dtype=np.float32)
-        if mean.shape != (len(names),) or std.shape != (len(names),):
-            raise ValueError(f"mean/std must have {len(names)} entries")
-        return cls(mean=mean, std=std, names=names)

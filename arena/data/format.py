@@ -7,10 +7,15 @@ Layout of one sequence::
 
     prefix | prompt_tag | prompt turns | a_tag | A turns | b_tag | B turns | suffix
 
-Truncation (``Budget``) guarantees ``len(ids) <= max_length`` and that no field is dropped: the
-most recent turns are kept first (``keep-last-turns``), the remaining token budget is split between
-prompt, A and B by ``split`` with unused share passed on to the fields that need it, and a field
-over its share keeps its head and tail (``head_ratio`` of the share from the start).
+Truncation (``Budget``) guarantees ``len(ids) <= max_length`` and that no field is dropped. The
+field budget (``max_length`` less the template) is shared by :func:`allocate` over the full field
+lengths: every non-empty field first gets ``min_field_tokens``, the rest goes by ``split``, and a
+share a short field does not use passes on to the fields that need it, so the budget is filled
+whenever the fields are longer. Each field is then cut to its share on its own: its newest turns
+are kept whole, the oldest turn kept is cut to its head and tail (``head_ratio`` of what it keeps
+from its start) to fill the share exactly, and older turns are dropped. A field whose newest turn
+alone is over its share keeps that turn's head and tail. A formatted length is therefore
+``len(template) + min(sum of field lengths, field budget)`` (:meth:`Formatter.length`).
 """
 
 from __future__ import annotations
@@ -135,17 +140,41 @@ class Formatter:
             parts.append(t)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
-    def _field_lengths(self, fields: Sequence[Sequence[Ids]], first: int) -> list[int]:
-        sep = len(self.turn_sep)
-        return [sum(len(t) for t in f[first:]) + sep * max(0, len(f) - first - 1) for f in fields]
+    def _field_length(self, turns: Sequence[Ids]) -> int:
+        """Tokens of a field's turns joined by the separator."""
+        return sum(len(t) for t in turns) + len(self.turn_sep) * max(0, len(turns) - 1)
 
-    def _first_turn(self, fields: Sequence[Sequence[Ids]]) -> int:
-        """Index of the earliest turn kept: drop old turns while the rest overflows the budget."""
-        n_turns = max(len(f) for f in fields)
-        first = 0
-        while first < n_turns - 1 and sum(self._field_lengths(fields, first)) > self.field_budget:
-            first += 1
-        return first
+    def _fit(self, turns: Sequence[Ids], keep: int) -> Ids:
+        """Exactly ``min(keep, field length)`` tokens of one field, newest turns first.
+
+        The newest turns that fit are kept whole; the turn before them is cut head+tail to the
+        room left less a separator, and older turns are dropped. Where the room left is no more
+        than a separator, it holds the end of that separator (a mark that earlier turns were cut)
+        or, if the whole turns kept hold no text, the cut turn's text. A field with text thus keeps
+        some unless its share is under ``len(turn_sep)`` times its trailing empty turns.
+        """
+        if keep <= 0 or not turns:
+            return np.zeros(0, dtype=np.int32)
+        if keep >= self._field_length(turns):
+            return self._join(turns)
+        sep = len(self.turn_sep)
+        first, used = len(turns), 0  # turns[first:] are kept whole, in ``used`` tokens
+        while first > 0:
+            add = len(turns[first - 1]) + (sep if first < len(turns) else 0)
+            if used + add > keep:
+                break
+            first, used = first - 1, used + add
+        if first == len(turns):  # the newest turn alone is over the share
+            return head_tail(turns[-1], keep, self.budget.head_ratio)
+        whole = self._join(turns[first:])
+        room = keep - used  # < len(turns[first - 1]) + sep, as that turn did not fit whole
+        if room == 0:
+            return whole
+        cut = turns[first - 1]
+        text = room - sep if room > sep else (0 if any(len(t) for t in turns[first:]) else 1)
+        text = min(text, len(cut))
+        piece = head_tail(cut, text, self.budget.head_ratio)
+        return np.concatenate([piece, self.turn_sep[sep - (room - text) :], whole])
 
     def __call__(
         self, prompt: Sequence[Ids], a: Sequence[Ids], b: Sequence[Ids], swap: bool = False
@@ -160,22 +189,23 @@ class Formatter:
             (T,) int32 ids with ``T <= budget.max_length``.
         """
         fields = (prompt, b, a) if swap else (prompt, a, b)
-        first = self._first_turn(fields)
-        joined = [self._join(f[first:]) for f in fields]
         kept = allocate(
-            [len(j) for j in joined],
+            [self._field_length(f) for f in fields],
             self.field_budget,
             self.budget.split,
             self.budget.min_field_tokens,
         )
         parts = [self.prefix]
-        for tag, ids, k in zip(self.tags, joined, kept, strict=True):
-            parts += [tag, head_tail(ids, k, self.budget.head_ratio)]
+        for tag, turns, k in zip(self.tags, fields, kept, strict=True):
+            parts += [tag, self._fit(turns, k)]
         parts.append(self.suffix)
         return np.concatenate(parts).astype(np.int32, copy=False)
 
     def length(self, prompt: Sequence[Ids], a: Sequence[Ids], b: Sequence[Ids]) -> int:
-        """Formatted length without building the sequence (same for both orders)."""
-        first = self._first_turn((prompt, a, b))
-        total = sum(self._field_lengths((prompt, a, b), first))
+        """Formatted length without building the sequence (same for both orders).
+
+        :func:`allocate` fills the field budget when the fields overflow it and :meth:`_fit`
+        keeps exactly each field's share, so no field needs to be cut to know the length.
+        """
+        total = sum(self._field_length(f) for f in (prompt, a, b))
         return self.fixed + min(total, self.field_budget)

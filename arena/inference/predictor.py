@@ -30,7 +30,7 @@ import torch
 
 from arena.data.batching import Collator, dist_info, model_inputs, sorted_batches
 from arena.data.dataset import Layout, PairArrays, PairDataset
-from arena.data.features import FeatureNormalizer, compute_features, swap_features
+from arena.data.feature_sets import FeatureNormalizer
 from arena.data.format import Budget, Formatter, Template
 from arena.data.swap import swap_probs
 from arena.data.tokenize import cached_tokenize
@@ -61,7 +61,8 @@ class Predictor:
         tokenizer: its tokenizer (pad token and padding side are used).
         template, budget: how pairs were formatted in training.
         n_classes: 2 or 3.
-        normalizer: feature standardisation when the model takes engineered features.
+        normalizer: feature standardisation when the model takes engineered features (its
+            featurizer computes them: the set and encoder the model was trained with).
         device: where to run; autocast: dtype for ``torch.autocast`` or None (full precision).
         batch_size: most rows per batch; max_tokens: padded-token cap per batch or None.
         cache_dir: token cache (None tokenizes every time).
@@ -171,15 +172,16 @@ class Predictor:
         n = len(df)
         feats = None
         if self.normalizer is not None:
-            feats = self.normalizer.transform(compute_features(df))
+            feats = self.normalizer.featurize(df, self.cache_dir)
         arrays = PairArrays(
             labels=np.full(n, -1, dtype=np.int64),
             targets=np.zeros((n, self.n_classes), dtype=np.float32),
             features=feats,
         )
         tokens = cached_tokenize(df, self.tokenizer, self.cache_dir)
+        swap = self.normalizer.featurizer.swap if self.normalizer is not None else None
         data = PairDataset(
-            tokens, arrays, self.formatter, "both", swap_features=swap_features, layout=self.layout
+            tokens, arrays, self.formatter, "both", swap_features=swap, layout=self.layout
         )
         return Encoded(data, data.row_lengths())
 

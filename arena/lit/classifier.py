@@ -66,6 +66,9 @@ class ClassifierModule(L.LightningModule):
         n_classes: 2 or 3.
         loss: training loss; defaults to plain CE.
         head_lr: learning rate of the head; None uses the optimizer's.
+        feature_lr: learning rate of the head's feature layers (a fusion head's
+            ``feature_projection``): a third group beside backbone and head; None keeps them
+            in the head's group.
         warmup_ratio: share of the training steps spent warming up.
         init_from: checkpoint dir (or run dir) whose trained weights start this run; its
             optimizer state is not used.
@@ -80,6 +83,7 @@ class ClassifierModule(L.LightningModule):
         n_classes: int = 2,
         loss: torch.nn.Module | None = None,
         head_lr: float | None = None,
+        feature_lr: float | None = None,
         warmup_ratio: float = 0.0,
         init_from: str | None = None,
         shard_layer: str | None = None,
@@ -88,6 +92,7 @@ class ClassifierModule(L.LightningModule):
         self.model_factory, self.optimizer_factory = model_factory, optimizer
         self.scheduler_factory = scheduler
         self.n_classes, self.head_lr, self.warmup_ratio = n_classes, head_lr, warmup_ratio
+        self.feature_lr = feature_lr
         self.init_from, self.shard_layer = init_from, shard_layer
         self.loss = loss if loss is not None else PreferenceLoss()
         self.eval_loss = PreferenceLoss()
@@ -202,15 +207,34 @@ class ClassifierModule(L.LightningModule):
             metric.reset()
 
     def _param_groups(self) -> list[dict[str, Any]]:
+        """``backbone`` (LoRA or all weights), ``features`` (a fusion head's projection, only
+        with ``feature_lr``) and ``head``: named groups, each with its learning rate.
+
+        Raises:
+            ValueError: ``feature_lr`` for a head without feature layers.
+        """
         assert self.model is not None
-        head = [p for p in cast(torch.nn.Module, self.model.head).parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups: list[dict[str, Any]] = [{"params": rest, "name": "backbone"}] if rest else []
-        group: dict[str, Any] = {"params": head, "name": "head"}
-        if self.head_lr is not None:
-            group["lr"] = self.head_lr
-        return [*groups, group]
+        head_module = cast(torch.nn.Module, self.model.head)
+        project = getattr(head_module, "project", None) if self.feature_lr is not None else None
+        if self.feature_lr is not None and project is None:
+            raise ValueError(
+                "model.feature_lr needs a fusion head with feature layers: set "
+                "model.model_factory.feature_projection"
+            )
+
+        def trained(module: torch.nn.Module, skip: set[int]) -> list[torch.nn.Parameter]:
+            return [p for p in module.parameters() if p.requires_grad and id(p) not in skip]
+
+        features = [] if project is None else trained(project, set())
+        head = trained(head_module, {id(p) for p in features})
+        rest = trained(self.model, {id(p) for p in [*features, *head]})
+        groups: list[dict[str, Any]] = [
+            {"params": rest, "name": "backbone"},
+            {"params": features, "name": "features", "lr": self.feature_lr},
+            {"params": head, "name": "head", "lr": self.head_lr},
+        ]
+        # a group without its own rate takes the optimizer's; empty groups are left out
+        return [{k: v for k, v in g.items() if v is not None} for g in groups if g["params"]]
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self._param_groups())

@@ -5,7 +5,7 @@ It lives beside the LightningModules, so that :mod:`arena.data` stays free of Li
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -22,8 +22,9 @@ from arena.data.batching import (
     dist_info,
     sorted_batches,
 )
+from arena.data.correction import LabelCorrection, correct_labels
 from arena.data.dataset import Layout, PairArrays, PairDataset, View
-from arena.data.features import FeatureNormalizer, compute_features, swap_features
+from arena.data.feature_sets import FeatureNormalizer, Featurizer, make_featurizer
 from arena.data.folds import read_folded
 from arena.data.format import Budget, Formatter, Template
 from arena.data.readers import read_many
@@ -87,8 +88,13 @@ class PreferenceDataModule(L.LightningDataModule):
         budget: truncation rule; swap/swap_prob: train-time augmentation (see
             :class:`LengthBatchSampler`); val_tta: evaluate
             both orders (swap TTA and swap consistency).
-        features: compute and feed engineered text features.
+        features: engineered text features to compute and feed: ``none``, ``arena`` or ``seed``
+            (:mod:`arena.data.feature_sets`; ``True``/``False`` mean arena/none).
+        feature_encoder: sentence encoder (package or weights directory) whose cos(prompt, A)
+            and cos(prompt, B) join the features; None for none.
         teachers: distillation teachers (OOF probability files keyed by id).
+        label_correction: blend the official training rows' labels with a teacher's OOF
+            probabilities (:mod:`arena.data.correction`); validation keeps the official labels.
         batch_size, eval_batch_size, max_tokens, bucket_batches: batching.
         num_workers: DataLoader workers; cache_dir: folds and token cache; seed: swap seed.
         layout: ``joint`` (one sequence per pair) or ``siamese`` (prompt + A and prompt + B as
@@ -114,8 +120,10 @@ class PreferenceDataModule(L.LightningDataModule):
         swap: SwapMode = "random",
         swap_prob: float = 0.5,
         val_tta: bool = True,
-        features: bool = False,
+        features: str | bool = "none",
+        feature_encoder: str | None = None,
         teachers: Sequence[Teacher] = (),
+        label_correction: LabelCorrection | Mapping[str, Any] | None = None,
         batch_size: int = 16,
         eval_batch_size: int = 32,
         max_tokens: int | None = None,
@@ -136,7 +144,9 @@ class PreferenceDataModule(L.LightningDataModule):
         self.read_kw = {"columns": columns, "surrogates": surrogates, "empty": empty}
         self.budget = budget or Budget()
         self.swap, self.swap_prob, self.val_tta = swap, swap_prob, val_tta
-        self.use_features, self.teachers = features, list(teachers)
+        self.featurizer: Featurizer | None = make_featurizer(features, feature_encoder)
+        self.teachers = list(teachers)
+        self.label_correction = LabelCorrection.from_value(label_correction)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.max_tokens, self.bucket_batches = max_tokens, bucket_batches
         self.num_workers, self.cache_dir, self.seed = num_workers, Path(cache_dir), seed
@@ -208,16 +218,16 @@ class PreferenceDataModule(L.LightningDataModule):
         self, df: pd.DataFrame, view: View, teachers: np.ndarray | None = None
     ) -> PairDataset:
         """A dataset over any pair table, with this module's tokenizer, budget and features."""
-        feats = None
-        if self.use_features:
-            raw = compute_features(df)
+        feats, swap = None, None
+        if self.featurizer is not None:
+            raw = self.featurizer.compute(df, self.cache_dir)
             if self.normalizer is None:
-                self.normalizer = FeatureNormalizer.fit(raw)
-            feats = self.normalizer.transform(raw)
+                self.normalizer = FeatureNormalizer.fit(raw, self.featurizer)
+            feats, swap = self.normalizer.transform(raw), self.featurizer.swap
         arrays = table_arrays(df, self.n_classes or n_classes_of(df), feats, teachers)
         tokens = cached_tokenize(df, self.tokenizer, self.cache_dir)
         return PairDataset(
-            tokens, arrays, self.formatter(), view, swap_features=swap_features, layout=self.layout
+            tokens, arrays, self.formatter(), view, swap_features=swap, layout=self.layout
         )
 
     # -- Lightning hooks ---------------------------------------------------------------------
@@ -230,6 +240,10 @@ class PreferenceDataModule(L.LightningDataModule):
         check_trainable(table, self.n_classes)
         self.train_df, self.val_df = self.split(table)
         self._check_not_empty()
+        if self.label_correction is not None:  # training rows only: validation stays official
+            self.train_df, self.report["label_correction"] = correct_labels(
+                self.train_df, self.label_correction, self.n_classes
+            )
         teachers = None
         if self.teachers:
             teachers = load_teachers(self.teachers, self.train_df["id"].tolist(), self.n_classes)

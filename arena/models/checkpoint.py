@@ -62,7 +62,8 @@ def save_checkpoint(
         weights: The trainable weights when they are not the model's own local tensors (e.g.
             gathered from FSDP shards); defaults to :func:`trainable_state_dict` of ``model``.
         backbone_dir: Also save the whole backbone (``save_pretrained``: safetensors, quantized
-            bitsandbytes weights included) into this subdirectory (merged models).
+            bitsandbytes weights included) and the tokenizer into this subdirectory (merged
+            models).
 
     Returns:
         ``directory``.
@@ -77,7 +78,11 @@ def save_checkpoint(
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         if backbone_dir is not None:
+            # with its tokenizer the backbone dir is a model that loads anywhere as
+            # backbone.spec.path (a post-pretrained base): without one, transformers builds an
+            # empty tokenizer and the first batch fails far from the cause
             model.backbone.save_pretrained(str(tmp / backbone_dir))
+            tokenizer.save_pretrained(str(tmp / backbone_dir))
     return directory
 
 
@@ -163,13 +168,22 @@ def load_checkpoint(
     return model, tokenizer, spec
 
 
+#: model types that number positions from ``pad_token_id + 1`` (RoBERTa's fairseq heritage)
+_PAD_OFFSET_POSITIONS = ("roberta", "xlm-roberta")
+
+
 def _position_limit(spec: BackboneSpec) -> int | None:
-    """How many positions the backbone reads (``max_position_embeddings``), when known."""
+    """How many tokens the backbone reads (``max_position_embeddings``), when known."""
     try:
-        limit = getattr(arch_config(spec), "max_position_embeddings", None)
+        config = arch_config(spec)
     except (OSError, ValueError):  # no config to read offline: the model load will say why
         return None
-    return int(limit) if limit else None
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    if config.model_type in _PAD_OFFSET_POSITIONS:  # 514 positions hold 512 tokens
+        return int(limit) - int(config.pad_token_id) - 1
+    return int(limit)
 
 
 def build_merged_model(

@@ -2,6 +2,8 @@
 
     head = make_head("fusion", hidden=3584, n_classes=2, n_features=12)
     logits = head(pooled, features)  # (B, 3584), (B, 12) -> (B, 2)
+    head = make_head("fusion", hidden=3584, n_classes=2, n_features=59, feature_projection=64)
+    logits = head(pooled, features)  # [pooled, L2-normalised Linear(features) (B, 64)] -> MLP
 
 ``features`` must already be normalised (the data pipeline owns their statistics).
 
@@ -28,13 +30,19 @@ class ClassifierHead(nn.Module):
         kind: ``"linear"``, ``"mlp"`` or ``"fusion"``.
         n_features: Width of the feature vector (``> 0`` exactly for ``"fusion"``).
         net: The layers applied to ``pooled`` (or to ``[pooled, features]`` for fusion).
+        project: Fusion only, or None: the feature branch, (B, F) -> (B, P), whose output is
+            L2-normalised before it joins ``pooled``; its parameters are the feature layers
+            (``model.feature_lr``).
     """
 
-    def __init__(self, kind: HeadKind, net: nn.Module, n_features: int) -> None:
+    def __init__(
+        self, kind: HeadKind, net: nn.Module, n_features: int, project: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.n_features = n_features
         self.net = net
+        self.project = project
 
     def forward(self, pooled: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Compute logits.
@@ -65,7 +73,10 @@ class ClassifierHead(nn.Module):
                 f"fusion head expects features (B={pooled.shape[0]}, F={self.n_features}), "
                 f"got {tuple(features.shape)}"
             )
-        return self.net(torch.cat([pooled, features.to(pooled.dtype)], dim=-1))
+        feats = features.to(pooled.dtype)
+        if self.project is not None:
+            feats = nn.functional.normalize(self.project(feats), dim=-1)  # (B, P), unit norm
+        return self.net(torch.cat([pooled, feats], dim=-1))
 
 
 def make_head(
@@ -75,6 +86,7 @@ def make_head(
     n_features: int = 0,
     mlp_hidden: int = 256,
     dropout: float = 0.1,
+    feature_projection: int | None = None,
 ) -> ClassifierHead:
     """Build a head whose forward is ``(pooled (B, H), features (B, F) | None) -> (B, C)``.
 
@@ -86,12 +98,15 @@ def make_head(
         n_features: Feature width F; must be ``> 0`` for fusion and 0 otherwise.
         mlp_hidden: Width of the MLP's hidden layer.
         dropout: Dropout before each linear layer.
+        feature_projection: Fusion only: project the features to this width (Linear) and
+            L2-normalise them before the MLP (the seed recipe); None feeds them as they are.
 
     Returns:
         The head, in float32.
 
     Raises:
-        ValueError: Unknown kind, or ``n_features`` inconsistent with ``kind``.
+        ValueError: Unknown kind, ``n_features`` inconsistent with ``kind``, or a
+            ``feature_projection`` without fusion or not positive.
     """
     if kind not in HEAD_KINDS:
         raise ValueError(f"head {kind!r}; expected one of {HEAD_KINDS}")
@@ -99,17 +114,22 @@ def make_head(
         raise ValueError("head=fusion needs n_features > 0")
     if kind != "fusion" and n_features != 0:
         raise ValueError(f"head={kind!r} cannot use n_features={n_features}; use head=fusion")
+    if feature_projection is not None and (kind != "fusion" or feature_projection <= 0):
+        raise ValueError(
+            f"feature_projection={feature_projection} needs head=fusion and a positive width"
+        )
+    project = None if feature_projection is None else nn.Linear(n_features, feature_projection)
     if kind == "linear":
         net: nn.Module = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_classes))
     else:
         net = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(hidden + n_features, mlp_hidden),
+            nn.Linear(hidden + (feature_projection or n_features), mlp_hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(mlp_hidden, n_classes),
         )
-    return ClassifierHead(kind, net, n_features).float()
+    return ClassifierHead(kind, net, n_features, project).float()
 
 
 class PairComparisonHead(nn.Module):

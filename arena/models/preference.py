@@ -6,6 +6,8 @@ model = build_preference_model(spec, n_classes=3, head="fusion", n_features=8,
 logits = model(input_ids, attention_mask, features)  # (B, T), (B, T), (B, 8) -> (B, 3) fp32
 logits = model(input_ids, position_ids=positions, seq_ends=ends)  # packed: (R, T), (R, T), (B,)
 weights = trainable_state_dict(model)  # LoRA + head only: what a checkpoint stores
+model = build_preference_model(spec, n_classes=2, head="lm_tokens", lora=..., cache_dir=...)
+# the label tokens' scores from the backbone's own LM head (arena.models.lm_head)
 
 architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
 (``input_ids`` (2N, T): first sides, then second sides) and a pair head scores them
@@ -26,6 +28,7 @@ from transformers import PreTrainedModel
 
 from arena.models.backbone import BackboneSpec, build_backbone
 from arena.models.heads import HeadKind, make_head, make_pair_head
+from arena.models.lm_head import LM_TOKENS, LmTokens, check_lm_tokens, make_lm_tokens_head
 from arena.models.lora import apply_lora
 from arena.models.pooling import PoolingMode, pool, pool_packed, positions_from_mask
 from arena.models.quant import Quantization
@@ -185,7 +188,7 @@ def build_preference_model(
     spec: BackboneSpec,
     *,
     n_classes: int,
-    head: HeadKind = "linear",
+    head: HeadKind | LmTokens = "linear",
     n_features: int = 0,
     pooling: PoolingMode | None = None,
     lora: Mapping[str, Any] | None = None,
@@ -197,13 +200,16 @@ def build_preference_model(
     head_dropout: float = 0.1,
     device_map: str | dict[str, Any] | None = None,
     architecture: Architecture = "joint",
+    feature_projection: int | None = None,
 ) -> PreferenceModel:
     """Build backbone, adapters and head (the keyword names are the ``config["model"]`` keys).
 
     Args:
         spec: The backbone.
         n_classes: 2 (A/B) or 3 (A/B/tie).
-        head: Head kind, see :func:`arena.models.heads.make_head`.
+        head: Head kind, see :func:`arena.models.heads.make_head`, or ``"lm_tokens"``: the
+            label tokens' scores from the backbone's own LM head, LoRA only (see
+            :mod:`arena.models.lm_head`).
         n_features: Feature width for a fusion head.
         pooling: Defaults to ``"last"`` for decoders and ``"mean"`` for encoders.
         lora: ``{"r", "alpha", "dropout"[, "targets"]}``; ``targets`` defaults to
@@ -220,22 +226,34 @@ def build_preference_model(
             ``"siamese"`` (:class:`SiamesePreferenceModel`; ``head="linear"`` is a Bradley-Terry
             reward per side, ``"mlp"`` a comparison MLP, see
             :func:`arena.models.heads.make_pair_head`).
+        feature_projection: A fusion head's feature projection width (Linear, then L2 norm),
+            or None, see :func:`arena.models.heads.make_head`.
 
     Returns:
         The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
 
     Raises:
-        ValueError: Quantization without LoRA, unknown LoRA keys or architecture, or a
-            siamese model with features.
+        ValueError: Quantization without LoRA, unknown LoRA keys or architecture, a siamese
+            model with features, or an ``lm_tokens`` head it cannot have
+            (:func:`arena.models.lm_head.check_lm_tokens`).
     """
     if architecture not in ("joint", "siamese"):
         raise ValueError(f"architecture {architecture!r}; expected 'joint' or 'siamese'")
-    if architecture == "siamese" and (head == "fusion" or n_features):
+    if architecture == "siamese" and (head == "fusion" or n_features or feature_projection):
         raise ValueError("architecture=siamese takes no engineered features (head=fusion)")
     if quantization != "none" and lora is None:
         raise ValueError(f"quantization={quantization!r} weights cannot be trained: set model.lora")
     if lora is not None and set(lora) - _LORA_KEYS:
         raise ValueError(f"unknown lora keys {sorted(set(lora) - _LORA_KEYS)}; known {_LORA_KEYS}")
+    if head == LM_TOKENS:
+        check_lm_tokens(
+            spec,
+            architecture=architecture,
+            n_features=n_features,
+            pooling=pooling,
+            lora=lora,
+            meta=meta,
+        )
     backbone = build_backbone(
         spec,
         cache_dir=cache_dir,
@@ -250,10 +268,16 @@ def build_preference_model(
         quantized = quantization != "none" and not meta
         adapted = _adapt(backbone, spec, lora, quantized=quantized)
         head_module: nn.Module
-        if architecture == "siamese":
+        if head == LM_TOKENS:
+            head_module = make_lm_tokens_head(
+                spec, backbone.config, n_classes, cache_dir=cache_dir, meta=meta
+            )
+        elif architecture == "siamese":
             head_module = make_pair_head(head, hidden, n_classes, mlp_hidden, head_dropout)
         else:
-            head_module = make_head(head, hidden, n_classes, n_features, mlp_hidden, head_dropout)
+            head_module = make_head(
+                head, hidden, n_classes, n_features, mlp_hidden, head_dropout, feature_projection
+            )
     default_pooling: PoolingMode = "last" if spec.kind == "decoder" else "mean"
     kind = SiamesePreferenceModel if architecture == "siamese" else PreferenceModel
     return kind(adapted, head_module, pooling or default_pooling, is_decoder=spec.kind == "decoder")
@@ -279,23 +303,34 @@ def _adapt(
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that require grad (LoRA + head, or the whole model without LoRA).
+    """What a checkpoint stores: the parameters that require grad (LoRA + head, or the whole
+    model without LoRA) and the frozen ones a module names in its ``kept_frozen`` (an
+    ``lm_tokens`` head's label rows, which a merged backbone no longer holds).
 
     Returns:
         Name -> detached tensor (shares storage with the parameter; copy before mutating).
     """
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach() for n, p in _stored_parameters(model).items()}
+
+
+def _stored_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    kept = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, module in model.named_modules()
+        for name in getattr(module, "kept_frozen", ())
+    }
+    return {n: p for n, p in model.named_parameters() if p.requires_grad or n in kept}
 
 
 def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Copy ``state`` into the model's trainable parameters, strictly.
+    """Copy ``state`` into the parameters :func:`trainable_state_dict` returns, strictly.
 
     Raises:
         KeyError: A trainable parameter is missing from ``state``, or ``state`` has a key that is
             not a trainable parameter (e.g. a checkpoint from another LoRA / head config).
         ValueError: A shape differs.
     """
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = _stored_parameters(model)
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if missing or unexpected:

@@ -30,6 +30,7 @@ from typing import Any
 from arena.data.format import Budget, Template
 from arena.models.backbone import BackboneSpec
 from arena.models.heads import HEAD_KINDS
+from arena.models.lm_head import LM_TOKENS
 
 SCHEMA_VERSION = 2
 _SECTIONS = ("backbone", "model", "template", "budget", "feature_normalizer", "merge", "run")
@@ -42,13 +43,15 @@ class ModelOptions:
     Attributes:
         architecture: ``joint`` (one sequence per pair) or ``siamese`` (one per side).
         n_classes: 2 (A/B) or 3 (A/B/tie): what the head outputs.
-        head: ``linear``, ``mlp`` or ``fusion``.
+        head: ``linear``, ``mlp``, ``fusion`` or ``lm_tokens`` (the backbone's LM head).
         n_features: width of the engineered features a fusion head reads (0: none).
         pooling: ``last``, ``mean``, ``cls`` or None (the backbone kind's default).
         lora: ``{r, alpha, dropout[, targets]}``, or None for a full fine-tune / merged model.
         quantization: how the frozen backbone loads: ``none``, ``8bit``, ``4bit``.
         quant_storage: 4-bit storage dtype (FSDP-QLoRA) or None.
         mlp_hidden, head_dropout: the head's width and dropout.
+        feature_projection: width a fusion head projects its features to (then L2-normalised),
+            or None.
     """
 
     n_classes: int
@@ -61,12 +64,15 @@ class ModelOptions:
     quant_storage: str | None = None
     mlp_hidden: int = 256
     head_dropout: float = 0.1
+    feature_projection: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_classes not in (2, 3):
             raise ValueError(f"model.n_classes must be 2 or 3, got {self.n_classes}")
-        if self.head not in HEAD_KINDS:
-            raise ValueError(f"model.head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.head not in (*HEAD_KINDS, LM_TOKENS):
+            raise ValueError(
+                f"model.head must be one of {(*HEAD_KINDS, LM_TOKENS)}, got {self.head!r}"
+            )
         if self.architecture not in ("joint", "siamese"):
             raise ValueError(f"model.architecture must be joint or siamese: {self.architecture!r}")
         if self.quantization not in ("none", "8bit", "4bit"):

@@ -2,10 +2,11 @@
 
 A twin's tokenizer mimics its family: the same special tokens and chat markers as the real one
 (Gemma: ``<bos>``/``<eos>``/``<pad>``/``<unk>`` and ``<start_of_turn>``; Qwen2: ``<|endoftext|>``
-and ``<|im_start|>``; Llama 3: ``<|begin_of_text|>`` and ``<|eot_id|>``, no pad token; BERT:
-``[CLS]``/``[SEP]``/...), the same BOS / CLS-SEP framing, and token ids matching
-:data:`arena.models.tiny.TINY_ARCH`. It is trained on a small built-in corpus in a fraction of a
-second, deterministically, and cached under ``cache_dir/tokenizers/<hash of the spec>``.
+and ``<|im_start|>``; Llama 3: ``<|begin_of_text|>`` and ``<|eot_id|>``, no pad token; BERT and
+DeBERTa: ``[CLS]``/``[SEP]``/... in their own id orders; RoBERTa / XLM-R: ``<s>``/``</s>``/...),
+the same BOS / CLS-SEP framing, and token ids matching :data:`arena.models.tiny.TINY_ARCH`. It is
+trained on a small built-in corpus in a fraction of a second, deterministically, and cached under
+``cache_dir/tokenizers/<hash of the spec>``.
 
     tok = load_tokenizer(spec, cache_dir)
     batch = tok(["hello", "hola mundo"], padding=True, return_tensors="pt")
@@ -63,6 +64,35 @@ _BERT = _Family(
     prefix="[CLS]",
     suffix="[SEP]",
 )
+# DeBERTa-v3's SentencePiece ids: [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3; CLS and SEP double as BOS/EOS
+_DEBERTA = _Family(
+    roles={
+        "pad": "[PAD]",
+        "cls": "[CLS]",
+        "sep": "[SEP]",
+        "unk": "[UNK]",
+        "mask": "[MASK]",
+        "bos": "[CLS]",
+        "eos": "[SEP]",
+    },
+    prefix="[CLS]",
+    suffix="[SEP]",
+)
+# RoBERTa / XLM-R ids: <s>=0 <pad>=1 </s>=2 <unk>=3; the model numbers positions from pad id + 1,
+# so the twin's pad id must be the arch's pad_token_id (1)
+_ROBERTA = _Family(
+    roles={
+        "bos": "<s>",
+        "pad": "<pad>",
+        "eos": "</s>",
+        "unk": "<unk>",
+        "mask": "<mask>",
+        "cls": "<s>",
+        "sep": "</s>",
+    },
+    prefix="<s>",
+    suffix="</s>",
+)
 _GENERIC = _Family(
     roles={"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}, prefix="<s>"
 )
@@ -75,9 +105,9 @@ _FAMILIES: Final[dict[str, _Family]] = {
     "qwen3": _QWEN,
     "llama": _LLAMA,
     "bert": _BERT,
-    "roberta": _BERT,
-    "xlm-roberta": _BERT,
-    "deberta-v2": _BERT,
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "deberta-v2": _DEBERTA,
 }
 
 

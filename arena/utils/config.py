@@ -21,11 +21,12 @@ def _pkg_model_path(package: str) -> str:
     return str(module.get_model_path())
 
 
-def _n_features(enabled: bool) -> int:
-    """Width of the engineered feature vector when ``data.features`` is on, else 0."""
-    from arena.data.features import FEATURE_NAMES
+def _n_features(features: str | bool | None, encoder: str | None = None) -> int:
+    """Width of the engineered features of ``data.features`` (none, arena, seed; true/false)
+    and ``data.feature_encoder``; 0 without any."""
+    from arena.data.feature_sets import n_features
 
-    return len(FEATURE_NAMES) if enabled else 0
+    return n_features(features, encoder)
 
 
 def _cwd() -> str:
@@ -57,7 +58,7 @@ def _teacher_weights(teachers: Any) -> list[float]:
 
 
 def register_resolvers() -> None:
-    """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:flag}``,
+    """Register ``${pkg_model_path:pkg}``, ``${len:list}``, ``${n_features:set,encoder}``,
     ``${teacher_weights:teachers}``, ``${cwd:}`` and ``${launcher:key,default}`` once."""
     resolvers: dict[str, Callable[..., Any]] = {
         "pkg_model_path": _pkg_model_path,

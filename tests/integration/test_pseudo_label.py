@@ -1,6 +1,7 @@
-"""Semi-supervised rounds through the commands: ``arena.generate`` writes unlabeled pairs,
-``arena.pseudo_label`` soft-labels them as the ensemble does (filters, binary labels), the
-DataModule reads them back as soft targets, and a 2-round chain trains round 1 from round 0."""
+"""Semi-supervised rounds through the commands: ``arena.generate`` writes unlabeled pairs (also
+from synthesized prompts), ``arena.pseudo_label`` soft-labels them as the ensemble does (filters,
+binary labels) and refuses a collapsed labeller's, the DataModule reads them back as soft targets,
+and a 2-round chain trains round 1 from round 0."""
 
 from __future__ import annotations
 
@@ -13,20 +14,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from arena.data.format import Budget
 from arena.data.readers import read_pairs
 from arena.data.synthetic import make_synthetic
 from arena.generate import generate_run
 from arena.inference import TTA, Ensemble
 from arena.lit import PreferenceDataModule
-from arena.models import TINY_ARCH, BackboneSpec, load_tokenizer
+from arena.models import (
+    TINY_ARCH,
+    BackboneSpec,
+    CheckpointSpec,
+    ModelOptions,
+    build_preference_model,
+    load_tokenizer,
+)
+from arena.models.checkpoint import save_checkpoint
 from arena.pseudo_label import pseudo_label_run
 from arena.train import train_run
 from tests.conftest import CONF, ROOT, compose_cfg
-from tests.helpers import TEMPLATE, write_wsdm
+from tests.helpers import BUDGET, TEMPLATE, write_wsdm
 
 PROMPTS = [
     {"id": "p0", "prompt": "why is the sky blue", "language": "en"},
@@ -156,7 +167,9 @@ def test_confidence_filter_reports_what_it_drops(ckpts, unlabeled, tmp_path: Pat
 
 def test_binary_labels_from_a_three_class_model(ckpts, predictors, unlabeled, tmp_path) -> None:
     out = tmp_path / "binary.parquet"
-    overrides = [f"ckpt={ckpts['left3']}", f"data.unlabeled_file={unlabeled}", "round=1"]
+    # a random head: its 5 binary labels may all favour one side, which the guard would refuse
+    overrides = [f"ckpt={ckpts['left3']}", f"data.unlabeled_file={unlabeled}", "round=1",
+                 "allow_uninformative=true"]  # fmt: skip
     summary = pseudo_label_run(
         compose_app("pseudo_label", [*overrides, f"output_file={out}", "binary=true"], tmp_path)
     )
@@ -224,6 +237,7 @@ def test_two_rounds_chain_through_config(unlabeled, tmp_path: Path, one_thread: 
             f"data.unlabeled_file={unlabeled}",
             f"output_file={out}",
             f"round={k}",
+            "allow_uninformative=true",  # 2 steps learn nothing: the plumbing is under test
         ]
         pseudo_label_run(compose_app("pseudo_label", overrides, tmp_path))
         return out
@@ -244,3 +258,78 @@ def test_two_rounds_chain_through_config(unlabeled, tmp_path: Path, one_thread: 
     second = json.loads(pseudo_r2.with_suffix(".summary.json").read_text())
     assert second["round"] == 2 and second["ckpt"] == [str(r1)]
     assert set(pd.read_parquet(pseudo_r2)["source"]) == {"pseudo_r2"}
+
+
+def collapsed_checkpoint(root: Path) -> Path:
+    """A tiny checkpoint whose head's last layer is zero: 0.50/0.50 for every pair."""
+    spec = BackboneSpec(
+        name="tiny_qwen2", kind="decoder", arch=TINY_ARCH["qwen2"], random_init=True
+    )
+    options = {"n_classes": 2, "head": "linear", "pooling": "last"}
+    model = build_preference_model(spec, cache_dir=root / "cache", **options).eval()
+    with torch.no_grad():
+        model.head.net[-1].weight.zero_()
+        model.head.net[-1].bias.zero_()
+    ckpt = CheckpointSpec(spec, ModelOptions(**options), TEMPLATE, Budget(**BUDGET))
+    return save_checkpoint(model, load_tokenizer(spec, root / "cache"), ckpt, root / "collapsed")
+
+
+def test_cli_refuses_labels_of_a_collapsed_model(tmp_path: Path, one_thread: None) -> None:
+    ckpt = collapsed_checkpoint(tmp_path)
+    unlabeled = write_wsdm(make_synthetic(12, seed=7), tmp_path / "unlabeled.parquet")
+    out = tmp_path / "pseudo_r1.parquet"
+    args = [f"ckpt={ckpt}", f"data.unlabeled_file={unlabeled}", f"output_file={out}", "round=1"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "arena.pseudo_label", *args, f"output_dir={tmp_path / 'run'}",
+           f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "near-uniform: mean top probability 0.5000" in proc.stderr, proc.stderr[-3000:]
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()
+    refused = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert refused["informative"] is False and refused["reason"].startswith("near-uniform")
+    allowed = pseudo_label_run(
+        compose_app("pseudo_label", [*args, "allow_uninformative=true"], tmp_path)
+    )
+    assert allowed["informative"] is False and allowed["rows_written"] == 12
+    written = pd.read_parquet(out)[["prob_model_a", "prob_model_b"]].to_numpy()
+    np.testing.assert_allclose(written, 0.5, atol=1e-6)
+
+
+def test_synthesized_prompts_are_answered_and_traced(decoders, tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in PROMPTS))
+
+    def synthesize(name: str, seed: int) -> tuple[pd.DataFrame, dict]:
+        out = tmp_path / f"{name}.parquet"
+        overrides = [
+            f"prompts_file={seeds}",
+            f"prompt_generator={decoders['chat']}",
+            f"generators=[{decoders['chat']},{decoders['base']}]",
+            f"output_file={out}",
+            "n_prompts=6",
+            "n_shots=2",
+            "prompt_max_new_tokens=6",
+            "max_new_tokens=4",
+            f"seed={seed}",
+        ]
+        summary = generate_run(compose_app("generate", overrides, tmp_path))
+        return pd.read_parquet(out), summary
+
+    table, summary = synthesize("a", 0)
+    counts = summary["synthesis"]
+    assert counts["requested"] == 6 and counts["prompt_generator"] == str(decoders["chat"])
+    assert counts["kept"] + counts["empty"] + counts["duplicate"] + counts["seed_copy"] == 6
+    assert summary["rows"] == len(table) == counts["kept"] - summary["rows_dropped_empty"] > 0
+    assert table["id"].str.fullmatch(r"gen-syn-[0-5]").all() and table["id"].is_unique
+    seed_ids = {r["id"] for r in PROMPTS} - {"p3"}  # p3 repeats p0: deduped from the seeds
+    assert all(len(ids) == 2 and set(ids) <= seed_ids for ids in table["seed_ids"])
+    assert set(table["prompt_generator"]) == {decoders["chat"].name}
+    assert set(table["source"]) == {"synthesized"}
+    for column in ("prompt", "response_a", "response_b"):  # nothing empty is written
+        assert all(len(turns) == 1 and turns[0].strip() for turns in table[column])
+    assert read_pairs(tmp_path / "a.parquet")[1].rows_kept == len(table)  # a pair file
+    again, _ = synthesize("b", 0)
+    pd.testing.assert_frame_equal(table, again)
+    other, _ = synthesize("c", 1)
+    assert other["prompt"].tolist() != table["prompt"].tolist()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from safetensors.torch import load_file
@@ -185,43 +186,114 @@ def test_experiment_runs_as_shipped(experiment: str, cache: Path, tmp_path: Path
 
 
 RECIPES = sorted(p.stem for p in (CONF / "recipe").glob("*.yaml"))
-#: What the recipe tests change: the data and the training length (twins=true makes the rest).
-RECIPE_FIXTURES = [
-    "data.synthetic.n_train=160",
-    "data.synthetic.n_test=40",
-    "recipe.train_args=['trainer.max_steps=2']",
-]
+#: What the recipe tests change, and why: the data, the number of folds and the training length
+#: (twins=true makes the rest).
+RECIPE_FIXTURES: dict[str, tuple[object, str]] = {
+    "data.synthetic.n_train": (160, "160 synthetic training pairs"),
+    "data.synthetic.n_test": (40, "40 held-out pairs"),
+    "data.synthetic.n_external": (80, "80 external pairs for post-pretraining"),
+    "data.synthetic.n_unlabeled": (40, "40 unlabeled pairs"),
+    "recipe.n_folds": (2, "2 folds instead of 5"),
+    "recipe.train_args": ("['trainer.max_steps=2']", "2 optimizer steps per training run"),
+}
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_runs_as_shipped_then_resumes(recipe: str, cache: Path, tmp_path: Path) -> None:
-    """``python -m arena.pipeline recipe=<name> twins=true``: teachers x K folds, the distilled
-    student x K folds, fold merge, quantized predict with TTA; the same command again resumes
-    with nothing left to run."""
-    out = tmp_path / "pipeline"
-    args = [f"recipe={recipe}", "twins=true", f"output_dir={out}", *RECIPE_FIXTURES,
-            f"paths.cache_dir={cache}"]  # fmt: skip
-    run("arena.pipeline", args, timeout=900)
-    summary = json.loads((out / "summary.json").read_text())
+def shipped_recipe(recipe: str) -> DictConfig:
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        shipped_recipe = compose("pipeline", overrides=[f"recipe={recipe}"]).recipe
-    assert set(summary["teachers"]) == set(shipped_recipe.teachers)
-    assert [s["fold"] for s in summary["students"]] == list(range(shipped_recipe.n_folds))
+        return compose("pipeline", overrides=[f"recipe={recipe}"]).recipe
+
+
+def run_recipe(recipe: str, out: Path, cache: Path, *more: str) -> dict[str, Any]:
+    """``python -m arena.pipeline recipe=<recipe> twins=true`` with the RECIPE_FIXTURES."""
+    args = [f"recipe={recipe}", "twins=true", f"output_dir={out}", f"paths.cache_dir={cache}",
+            *(f"{k}={v}" for k, (v, _) in RECIPE_FIXTURES.items()), *more]  # fmt: skip
+    run("arena.pipeline", args, timeout=1200)
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    return summary
+
+
+def modules(summary: dict[str, Any]) -> list[str]:
+    """The ``python -m <module>`` of every command a pipeline run made, in order."""
+    return [c.split()[2] for c in summary["commands"]]
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if shipped_recipe(r).kind == "distill"])
+def test_distill_recipe_runs_as_shipped_then_resumes(
+    recipe: str, cache: Path, tmp_path: Path
+) -> None:
+    """``python -m arena.pipeline recipe=<name> twins=true``: post-pretraining (merged into a new
+    base), teachers x K folds, the distilled student x K folds, fold merge, quantized predict with
+    TTA; the same command again resumes with nothing left to run."""
+    out, shipped_ = tmp_path / "pipeline", shipped_recipe(recipe)
+    summary = run_recipe(recipe, out, cache)
+    assert set(summary["teachers"]) == set(shipped_.teachers)
+    assert [s["fold"] for s in summary["students"]] == [0, 1]
     for student in summary["students"]:
         student_run = json.loads((Path(student["run_dir"]) / "summary.json").read_text())
-        assert len(student_run["teachers"]) == len(shipped_recipe.teachers)  # their OOF stores
+        assert len(student_run["teachers"]) == len(shipped_.teachers)  # their OOF stores
     for key in ("acc", "log_loss", "ensemble_acc", "ensemble_log_loss"):
         assert np.isfinite(summary["merged"][key]), key
-    assert summary["quantized"]["bits"] == shipped_recipe.quantize_bits
+    assert summary["quantized"]["bits"] == shipped_.quantize_bits
     sub = pd.read_csv(out / "submission.csv")
     assert len(sub) == 40 and np.allclose(sub.iloc[:, 1:].sum(1), 1, atol=1e-5)
-    assert [c.split()[2] for c in summary["commands"]] == ["arena.train"] * (
-        len(shipped_recipe.teachers) + 1
-    ) + ["arena.merge", "arena.predict"]
+    pre = dict(shipped_.post_pretrain)
+    assert set(summary["post_pretrain"]) == set(pre)
+    for experiment, stage in summary["post_pretrain"].items():
+        assert np.isfinite(stage["acc"])  # validated on the official training pairs
+        fold_spec = yaml.safe_load(
+            (
+                out / "logs/train" / experiment / "multirun_pipeline/fold0/.hydra/config.yaml"
+            ).read_text()
+        )["backbone"]["spec"]
+        assert fold_spec["path"] == stage["base"] and not fold_spec["random_init"]
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+            p.name for p in Path(stage["base"]).iterdir()
+        }
+    expected = []  # each model's post-pretraining is merged into its base before its folds
+    for name in [*shipped_.teachers, shipped_.student]:
+        expected += ["arena.train", "arena.merge"] * (name in pre) + ["arena.train"]
+    expected += ["arena.train"] * bool(shipped_.control) + ["arena.merge", "arena.predict"]
+    assert modules(summary) == expected
 
-    run("arena.pipeline", args)  # every stage complete: nothing runs twice
-    again = json.loads((out / "summary.json").read_text())
+    again = run_recipe(recipe, out, cache)  # every stage complete: nothing runs twice
     assert again["commands"] == [] and again["merged"] == summary["merged"]
+
+
+@pytest.mark.parametrize(
+    "recipe", [r for r in RECIPES if shipped_recipe(r).kind == "semi_supervised"]
+)
+def test_semi_supervised_recipe_runs_as_shipped_then_resumes(
+    recipe: str, cache: Path, tmp_path: Path, decoders: dict[str, Path]
+) -> None:
+    """``python -m arena.pipeline recipe=<name> twins=true`` with pairs generated by tiny random
+    decoders (prompts synthesized, then answered): the label-correction folds, round 0, then
+    each round soft-labels the generated pairs and trains from the last round's weights,
+    validated on the same official fold; the same command again runs nothing."""
+    out, shipped_ = tmp_path / "pipeline", shipped_recipe(recipe)
+    generate = (f"recipe.generate={{generators: [{decoders['chat']},{decoders['base']}], "
+                f"prompt_generator: {decoders['chat']}, n_prompts: 12, max_new_tokens: 8, "
+                "prompt_max_new_tokens: 12}")  # fmt: skip
+    # models trained 2 steps label near-uniformly: the guard would (rightly) stop round 1
+    allow = "recipe.pseudo_label.allow_uninformative=true"
+    summary = run_recipe(recipe, out, cache, generate, allow)
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == list(range(shipped_.rounds + 1))
+    n_val = {r["n_val"] for r in rounds}
+    assert len(n_val) == 1 and all(np.isfinite(r["acc"]) for r in rounds)  # the same official rows
+    generated = pd.read_parquet(summary["unlabeled_file"])
+    assert 0 < len(generated) <= 12 and (generated["response_a"].str.len() > 0).all()
+    for r in rounds[1:]:
+        run_cfg = yaml.safe_load((Path(r["run_dir"]) / ".hydra/config.yaml").read_text())
+        assert run_cfg["init_from"] == rounds[r["round"] - 1]["run_dir"]
+        pseudo = pd.read_parquet(run_cfg["data"]["extra_train_files"][-1])
+        assert set(pseudo["id"]) <= set(generated["id"]) and r["soft_labels"]["rows_written"]
+    if shipped_.label_correction:
+        assert np.isfinite(summary["label_correction"]["acc"])
+        corrected = json.loads((Path(rounds[0]["run_dir"]) / "summary.json").read_text())
+        assert corrected["label_correction"]["rows_corrected"] > 0
+
+    again = run_recipe(recipe, out, cache, generate, allow)
+    assert again["commands"] == [] and again["rounds"] == rounds
 
 
 def test_distillation_reads_the_newest_teacher_sweep_and_keeps_it_on_resume(

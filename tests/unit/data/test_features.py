@@ -1,4 +1,5 @@
-"""Engineered text features: hand-checked values, exact swap consistency, the normaliser."""
+"""Engineered text features, both sets (arena's, the seed's): hand-checked values, exact swap
+consistency, the normaliser, choosing a set."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from arena.data.feature_sets import (
+    FeatureNormalizer,
+    Featurizer,
+    feature_set_name,
+    make_featurizer,
+    n_features,
+)
 from arena.data.features import (
     _REGEX_COUNTS,
     A_NAMES,
@@ -20,10 +28,11 @@ from arena.data.features import (
     B_SLICE,
     FEATURE_NAMES,
     SHARED_SLICE,
-    FeatureNormalizer,
     compute_features,
     swap_features,
+    swap_permutation,
 )
+from arena.data.seed_features import _SEED_REGEX, SEED_FEATURE_NAMES, compute_seed_features
 from tests.helpers import feature_pairs
 
 MARKDOWN = "# Title\n- one\n- two\n**bold** and `code`\n```py\nx = (1\n```"
@@ -35,8 +44,8 @@ def _swap_df(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _row(x: np.ndarray, i: int = 0) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(FEATURE_NAMES, x[i], strict=True)}
+def _row(x: np.ndarray, i: int = 0, names: tuple[str, ...] = FEATURE_NAMES) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(names, x[i], strict=True)}
 
 
 def test_layout() -> None:
@@ -92,10 +101,12 @@ def test_wide_punctuation_and_empty() -> None:
     assert compute_features(feature_pairs([], [], [])).shape == (0, len(FEATURE_NAMES))
 
 
-@pytest.mark.parametrize("name", sorted(_REGEX_COUNTS))
+@pytest.mark.parametrize("name", sorted(_SEED_REGEX))
 def test_regexes_mean_the_same_in_python_and_re2(name: str) -> None:
     texts = [MARKDOWN, "  * a\n1. b\n2) c\n• d\n  #not\n### h", "**x** __y__ ** z**", "？？，", ""]
-    pattern = _REGEX_COUNTS[name][0]
+    texts += ["see https://a.b and http://c, not ftp://d！"]
+    assert _REGEX_COUNTS.items() <= _SEED_REGEX.items()  # the seed set's regexes cover arena's
+    pattern = _SEED_REGEX[name][0]
     py = pd.Series(texts, dtype="string[python]").str.count(pattern).tolist()
     re2 = pd.Series(texts, dtype="string[pyarrow]").str.count(pattern).tolist()
     assert py == re2
@@ -164,3 +175,143 @@ def test_normalizer_json_round_trip_and_errors() -> None:
         FeatureNormalizer.from_dict({**state, "mean": state["mean"][:-1]})
     with pytest.raises(ValueError, match="features"):
         FeatureNormalizer.fit(x[:, :-1])
+
+
+def test_swap_permutation_reads_the_arena_layout_from_its_names() -> None:
+    perm, sign = swap_permutation(FEATURE_NAMES)
+    idx = np.arange(len(FEATURE_NAMES))
+    np.testing.assert_array_equal(perm[A_SLICE], idx[B_SLICE])
+    np.testing.assert_array_equal(perm[B_SLICE], idx[A_SLICE])
+    np.testing.assert_array_equal(perm[SHARED_SLICE], idx[SHARED_SLICE])
+    assert (sign[ANTI_SLICE] == -1).all() and sign[: ANTI_SLICE.start].min() == 1
+    with pytest.raises(ValueError, match="swap partner"):
+        swap_permutation(("a_x", "b_y"))
+
+
+# -- the seed set -----------------------------------------------------------------------------
+
+SEED_PAIR = (
+    ["Why? Is it OK"],
+    ["# Title\n- one\n- two\n**Bold** see https://x.io!"],
+    ["plain ANSWER 12"],
+)
+
+
+def test_seed_set_layout() -> None:
+    assert len(SEED_FEATURE_NAMES) == 57 and len(set(SEED_FEATURE_NAMES)) == 57
+    x = compute_seed_features(feature_pairs(*([t] for t in SEED_PAIR)))
+    assert x.shape == (1, 57) and x.dtype == np.float32 and np.isfinite(x).all()
+    perm, sign = swap_permutation(SEED_FEATURE_NAMES)
+    assert (perm != np.arange(57)).sum() == 36 and (sign < 0).sum() == 14  # 18 a/b stats, 14 A-B
+    assert compute_seed_features(feature_pairs([], [], [])).shape == (0, 57)
+
+
+def test_seed_statistics_by_hand() -> None:
+    prompt, a, b = SEED_PAIR
+    f = _row(compute_seed_features(feature_pairs([prompt], [a], [b])), names=SEED_FEATURE_NAMES)
+    na = len(a[0])  # 46 characters, 3 newlines
+    # words: Title one two Bold see https x io | plain ANSWER 12 | Why Is it OK
+    assert f["a_log_chars"] == pytest.approx(math.log1p(na))
+    assert f["a_log_words"] == pytest.approx(math.log1p(8))
+    assert f["a_log_lines"] == pytest.approx(math.log1p(4))
+    assert f["a_log_headers"] == f["a_log_bold"] == f["a_log_links"] == pytest.approx(math.log(2))
+    assert f["a_log_list_items"] == pytest.approx(math.log1p(2))
+    assert f["a_log_code_blocks"] == 0.0 and f["a_log_questions"] == 0.0
+    assert f["a_log_exclamations"] == pytest.approx(math.log(2))
+    assert f["a_log_punct"] == pytest.approx(math.log1p(12))  # # - - **** : / / . !
+    assert f["a_upper_ratio"] == pytest.approx(2 / 26)
+    assert f["a_punct_ratio"] == pytest.approx(12 / na)
+    assert f["a_newline_ratio"] == pytest.approx(3 / na)
+    assert f["a_unique_word_ratio"] == 1.0
+    assert f["a_log_chars_per_word"] == pytest.approx(math.log1p(na / 8))
+    assert f["b_log_digits"] == pytest.approx(math.log1p(2))
+    assert f["b_digit_ratio"] == pytest.approx(2 / 15)
+    assert f["b_upper_ratio"] == pytest.approx(6 / 11)
+    assert f["b_log_lines"] == pytest.approx(math.log(2)) and f["b_log_punct"] == 0.0
+    assert f["prompt_log_words"] == pytest.approx(math.log1p(4))
+    assert f["prompt_log_questions"] == pytest.approx(math.log(2))
+    assert f["prompt_upper_ratio"] == pytest.approx(4 / 9) and f["prompt_n_turns"] == 1
+    assert f["diff_log_chars"] == pytest.approx(math.log1p(na) - math.log1p(15))
+    assert f["diff_upper_ratio"] == pytest.approx(2 / 26 - 6 / 11)
+    assert f["rel_chars"] == pytest.approx((na - 15) / (na + 15 + 1))
+    assert f["rel_words"] == pytest.approx((8 - 3) / (8 + 3 + 1))
+
+
+def test_seed_code_blocks_turns_and_repeats_by_hand() -> None:
+    a = ["```py\nx = 1\n```\n```\ny\n```", "again again AGAIN！？"]
+    f = _row(
+        compute_seed_features(feature_pairs([["q", "r"]], [a], [["", ""]])), 0, SEED_FEATURE_NAMES
+    )
+    assert f["a_log_code_blocks"] == pytest.approx(math.log1p(2))  # four fences
+    assert f["a_log_lines"] == pytest.approx(math.log1p(7))  # 6 lines, then the second turn
+    assert f["a_log_exclamations"] == f["a_log_questions"] == pytest.approx(math.log(2))
+    # py x 1 y again again again！？: lower-cased, and full-width marks do not split words
+    assert f["a_unique_word_ratio"] == pytest.approx(6 / 7)
+    assert f["prompt_n_turns"] == 2
+    assert f["b_log_chars"] == pytest.approx(math.log(2)) and f["b_log_words"] == 0.0  # "\n"
+    assert f["b_log_chars_per_word"] == pytest.approx(math.log(2))  # 1 char / max(0, 1) words
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(turns, turns, turns), min_size=1, max_size=5))
+def test_seed_swap_is_exact_permutation(rows: list[tuple[list[str], list[str], list[str]]]) -> None:
+    df = feature_pairs(*(list(col) for col in zip(*rows, strict=True)))
+    featurizer = Featurizer("seed")
+    x = featurizer.compute(df)
+    assert x.shape == (len(df), 57) and np.isfinite(x).all()
+    np.testing.assert_array_equal(featurizer.compute(_swap_df(df)), featurizer.swap(x))
+    np.testing.assert_array_equal(featurizer.swap(featurizer.swap(x)), x)
+
+
+def test_seed_normalizer_commutes_with_swap_and_round_trips() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 1.5, size=(48, 57)).astype(np.float32)
+    featurizer = Featurizer("seed")
+    norm = FeatureNormalizer.fit(x, featurizer)
+    np.testing.assert_array_equal(
+        norm.transform(featurizer.swap(x)), featurizer.swap(norm.transform(x))
+    )
+    state = json.loads(json.dumps(norm.to_dict()))
+    assert state["set"] == "seed" and state["names"] == list(SEED_FEATURE_NAMES)
+    back = FeatureNormalizer.from_dict(state)
+    assert back.featurizer == featurizer
+    np.testing.assert_array_equal(back.transform(x), norm.transform(x))
+    with pytest.raises(ValueError, match="recompute the features"):
+        FeatureNormalizer.from_dict({**state, "set": "arena"})
+    with pytest.raises(ValueError, match="57"):
+        FeatureNormalizer.fit(x, Featurizer("arena"))
+
+
+def test_normalizer_saved_before_feature_sets_is_arena() -> None:
+    state = FeatureNormalizer.fit(_random_features()).to_dict()
+    old = {k: state[k] for k in ("names", "mean", "std")}
+    assert FeatureNormalizer.from_dict(old).featurizer == Featurizer("arena", None)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoder", "width"),
+    [
+        (False, None, 0),
+        ("none", None, 0),
+        (None, None, 0),
+        (True, None, 56),
+        ("arena", None, 56),
+        ("seed", None, 57),
+        ("seed", "some_encoder", 59),
+        ("none", "some_encoder", 2),
+    ],
+)
+def test_feature_set_choice(value: str | bool | None, encoder: str | None, width: int) -> None:
+    assert n_features(value, encoder) == width
+    featurizer = make_featurizer(value, encoder)
+    assert (featurizer is None) == (width == 0)
+    if featurizer is not None:
+        assert len(featurizer.names) == width
+        assert featurizer.names[-2:] == ("a_prompt_cos", "b_prompt_cos") or not encoder
+
+
+def test_unknown_feature_set_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        feature_set_name("seeds")
+    with pytest.raises(ValueError, match="expected one of"):
+        Featurizer("bogus")

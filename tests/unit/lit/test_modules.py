@@ -189,16 +189,17 @@ def test_init_from_starts_from_saved_weights(setup, tmp_path: Path) -> None:
         assert torch.equal(got[name].detach(), value), name
 
 
-def test_fusion_head_trains_on_engineered_features(tmp_path: Path) -> None:
-    from arena.data.features import FEATURE_NAMES
-
+@pytest.mark.parametrize(("features", "width", "projection"), [(True, 56, None), ("seed", 57, 8)])
+def test_fusion_head_trains_on_engineered_features(
+    features: str | bool, width: int, projection: int | None, tmp_path: Path
+) -> None:
     tok = load_tokenizer(SPEC, tmp_path)
     dm = PreferenceDataModule(
         tok,
         Template(),
         synthetic={"n": 64, "seed": 3},
         batch_size=8,
-        features=True,
+        features=features,
         budget=Budget(max_length=96, min_field_tokens=4),
         cache_dir=str(tmp_path),
     )
@@ -208,12 +209,52 @@ def test_fusion_head_trains_on_engineered_features(tmp_path: Path) -> None:
         n_classes=2,
         cache_dir=tmp_path,
         head="fusion",
-        n_features=len(FEATURE_NAMES),
+        n_features=width,
+        feature_projection=projection,
     )
-    clf = ClassifierModule(factory, partial(torch.optim.AdamW, lr=1e-3), n_classes=2)
+    feature_lr = 5e-4 if projection else None
+    clf = ClassifierModule(
+        factory, partial(torch.optim.AdamW, lr=1e-3), n_classes=2, feature_lr=feature_lr
+    )
     trainer(tmp_path, limit_train_batches=2, limit_val_batches=1).fit(clf, datamodule=dm)
     assert dm.normalizer is not None  # fitted on the training rows, saved with checkpoints
+    assert len(dm.normalizer.names) == width and dm.train_set[0]["features"].shape == (width,)
     assert torch.isfinite(clf.trainer.callback_metrics["val/log_loss"])
+
+
+def test_backbone_feature_layers_and_head_train_at_their_own_rates(tmp_path: Path) -> None:
+    factory = partial(build_preference_model, SPEC, n_classes=2, cache_dir=tmp_path, head="fusion",
+                      n_features=59, feature_projection=8, lora={"r": 2, "alpha": 4})  # fmt: skip
+    adamw = partial(torch.optim.AdamW, lr=1e-4)
+    clf = ClassifierModule(factory, adamw, n_classes=2, head_lr=1e-3, feature_lr=5e-4)
+    clf.configure_model()
+    groups = {g["name"]: g for g in clf.configure_optimizers().param_groups}
+    assert {name: g["lr"] for name, g in groups.items()} == {
+        "backbone": 1e-4, "features": 5e-4, "head": 1e-3,
+    }  # fmt: skip
+    model = clf.model
+
+    def ids(params) -> set[int]:
+        return {id(p) for p in params}
+
+    assert ids(groups["features"]["params"]) == ids(model.head.project.parameters())
+    assert ids(groups["head"]["params"]) == ids(model.head.net.parameters())
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and ids(groups["backbone"]["params"]) == ids(lora)
+    every = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+    two = ClassifierModule(factory, adamw, n_classes=2, head_lr=1e-3)  # projection: head's rate
+    two.configure_model()
+    groups = {g["name"]: g for g in two.configure_optimizers().param_groups}
+    assert list(groups) == ["backbone", "head"] and groups["head"]["lr"] == 1e-3
+    assert ids(two.model.head.project.parameters()) <= ids(groups["head"]["params"])
+
+    plain = partial(build_preference_model, SPEC, n_classes=2, cache_dir=tmp_path)
+    refused = ClassifierModule(plain, adamw, n_classes=2, feature_lr=5e-4)
+    refused.configure_model()
+    with pytest.raises(ValueError, match="feature_projection"):
+        refused.configure_optimizers()
 
 
 def test_fused_adamw_clips_under_bf16_mixed(setup, tmp_path: Path) -> None:

@@ -244,6 +244,50 @@ def test_fusion_needs_features_at_construction() -> None:
         make_head("fusion", hidden=16, n_classes=2)
 
 
+def test_fusion_projects_and_l2_normalises_the_feature_branch() -> None:
+    head = make_head(
+        "fusion", hidden=16, n_classes=2, n_features=59, feature_projection=8, dropout=0.0
+    )
+    assert (head.project.in_features, head.project.out_features) == (59, 8)
+    assert head.net[1].in_features == 16 + 8  # the MLP reads [pooled, projected features]
+    joined: list[torch.Tensor] = []
+    head.net.register_forward_pre_hook(lambda module, args: joined.append(args[0]))
+    pooled, feats = torch.randn(4, 16), 50 * torch.randn(4, 59)
+    assert head(pooled, feats).shape == (4, 2)
+    torch.testing.assert_close(joined[0][:, :16], pooled)  # the embedding is left as it is
+    branch = joined[0][:, 16:]
+    torch.testing.assert_close(branch.norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(
+        branch, F.normalize(feats @ head.project.weight.T + head.project.bias)
+    )
+    with pytest.raises(ValueError, match="expects features"):
+        head(pooled, feats[:, :8])
+    with pytest.raises(ValueError, match="needs head=fusion"):
+        make_head("mlp", hidden=16, n_classes=2, feature_projection=8)
+    with pytest.raises(ValueError, match="positive width"):
+        make_head("fusion", hidden=16, n_classes=2, n_features=5, feature_projection=0)
+    assert make_head("fusion", hidden=16, n_classes=2, n_features=5).project is None
+
+
+def test_preference_model_with_a_projected_feature_branch(cache_dir: Path) -> None:
+    model = build_preference_model(
+        twin("llama"), n_classes=2, head="fusion", n_features=59, feature_projection=8,
+        cache_dir=cache_dir, lora={"r": 2, "alpha": 4},
+    ).eval()  # fmt: skip
+    assert {"head.project.weight", "head.project.bias"} <= set(trainable_state_dict(model))
+    ids, mask = padded([torch.arange(3, 9), torch.arange(4, 8)], "left")
+    with torch.no_grad():
+        assert model(ids, mask, torch.randn(2, 59)).shape == (2, 2)
+    options = ModelOptions(n_classes=2, head="fusion", n_features=59, feature_projection=8)
+    saved = CheckpointSpec(twin("llama"), options).to_dict()
+    assert CheckpointSpec.from_dict(saved).model == options  # checkpoints rebuild the branch
+    with pytest.raises(ValueError, match="engineered features"):
+        build_preference_model(
+            twin("llama"), n_classes=2, architecture="siamese", head="mlp",
+            feature_projection=8, cache_dir=cache_dir,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("family", DECODERS)
 def test_logits_do_not_depend_on_padding_side(family: str, cache_dir: Path) -> None:
     model = build_preference_model(twin(family), n_classes=2, cache_dir=cache_dir).eval()
