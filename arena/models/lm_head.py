@@ -14,7 +14,10 @@ applied as its causal LM does.
 Where the rows come from:
 
 - weights on disk (``backbone.path`` / ``hf_id``): only the C rows are read from the safetensors
-  file holding the LM head (``safe_open(...).get_slice``); no causal LM is loaded;
+  file holding the LM head (``safe_open(...).get_slice``); no causal LM is loaded. A base merged
+  by ``arena.merge`` (``<checkpoint>/backbone``, e.g. a post-pretrained base) is a bare trunk:
+  an untied model's rows are then its origin's, the backbone of the checkpoint it was merged from
+  (merging LoRA into the trunk never changes the LM head);
 - a random twin (``random_init``): the twin is the trunk of the causal LM built from the same seed
   (transformers initialises the trunk first, so that ``AutoModel`` and ``AutoModelForCausalLM``
   draw the same trunk weights); its LM head is that causal LM's (tied: its own embeddings; untied,
@@ -38,7 +41,12 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from arena.models.backbone import BackboneSpec, arch_config
 from arena.models.quant import torch_dtype
@@ -179,47 +187,64 @@ def make_lm_tokens_head(
         rows = torch.empty(n_classes, config.hidden_size, device="meta")
         return LabelTokenHead(rows, None, softcap)
     ids = label_token_ids(load_tokenizer(spec, cache_dir), LABEL_WORDS[:n_classes])
-    rows = twin_label_rows(spec, ids) if spec.random_init else read_label_rows(spec, ids)
-    return LabelTokenHead(rows, ids, softcap)
+    return LabelTokenHead(label_rows(spec, ids), ids, softcap)
 
 
-def _causal_lm(spec: BackboneSpec, config: PretrainedConfig) -> nn.Module:
-    return AutoModelForCausalLM.from_config(
+def label_rows(spec: BackboneSpec, ids: Sequence[int]) -> torch.Tensor:
+    """(C, H) LM-head rows of ``ids``: a twin's from its seed, else read from disk."""
+    return twin_label_rows(spec, ids) if spec.random_init else read_label_rows(spec, ids)
+
+
+def _causal_lm(
+    spec: BackboneSpec, config: PretrainedConfig
+) -> tuple[PreTrainedModel, nn.Parameter]:
+    """The causal LM of ``config`` (on the current device) and its LM head's weight."""
+    lm = AutoModelForCausalLM.from_config(
         config,
         dtype=torch_dtype(spec.dtype),
         attn_implementation="eager",  # never runs: only the weights are used
         trust_remote_code=spec.trust_remote_code,
     )
+    head = lm.get_output_embeddings()
+    if not isinstance(head, nn.Module) or not isinstance(head.weight, nn.Parameter):
+        raise ValueError(f"head=lm_tokens: {type(lm).__name__} has no LM head weight")
+    return lm, head.weight
 
 
 def twin_label_rows(spec: BackboneSpec, ids: Sequence[int]) -> torch.Tensor:
     """(C, H) LM-head rows of a random twin: its causal LM built from ``spec.seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        lm = _causal_lm(spec, arch_config(spec))
-    return lm.get_output_embeddings().weight.detach()[list(ids)].clone()
+        _, weight = _causal_lm(spec, arch_config(spec))
+    return weight.detach()[list(ids)].clone()
 
 
 def read_label_rows(spec: BackboneSpec, ids: Sequence[int]) -> torch.Tensor:
     """(C, H) LM-head rows read from the safetensors of ``spec.path`` (else the cached
     ``hf_id``): only those rows, through ``get_slice``.
 
+    A merged base without an LM head reads its origin's (:func:`merged_origin`).
+
     Raises:
         FileNotFoundError: no safetensors weights there.
-        ValueError: they hold no LM head (e.g. a bare trunk of an untied model) or fewer rows
-            than the ids need.
+        ValueError: they hold no LM head (a bare trunk of an untied model, not merged by arena)
+            or fewer rows than the ids need.
     """
     source = str(spec.path or spec.hf_id)
     keys = _weight_map(source)
     names = lm_head_names(spec)
     key = next((n for n in names if n in keys), None)
     if key is None:
+        origin = merged_origin(spec)
+        if origin is not None:
+            return label_rows(origin, ids)
         raise ValueError(
             f"head=lm_tokens: no LM head ({' or '.join(names)}) in the weights at {source!r}; "
             "it needs a causal LM's weights (a bare trunk of an untied model has none)"
         )
     file = _local_file(source, keys[key])
-    assert file is not None  # listed by _weight_map
+    if file is None:
+        raise FileNotFoundError(f"head=lm_tokens: {keys[key]} (holding {key}) is not at {source!r}")
     with safe_open(str(file), framework="pt") as weights:
         table = weights.get_slice(key)
         vocab = table.get_shape()[0]
@@ -228,13 +253,38 @@ def read_label_rows(spec: BackboneSpec, ids: Sequence[int]) -> torch.Tensor:
         return torch.cat([table[i : i + 1] for i in ids])  # (C, H)
 
 
+def merged_origin(spec: BackboneSpec) -> BackboneSpec | None:
+    """The backbone that the trunk at ``spec.path`` was merged from, when it is the ``backbone``
+    dir of a checkpoint written by ``arena.merge`` (its first source's backbone); else None.
+
+    Raises:
+        ValueError: the merge's sources are gone.
+    """
+    # imported here: arena.models.checkpoint imports this module (through preference)
+    from arena.models.checkpoint import BACKBONE_DIR, WEIGHTS_FILE, read_spec
+
+    directory = Path(spec.path or "")
+    if directory.name != BACKBONE_DIR or not (directory.parent / WEIGHTS_FILE).is_file():
+        return None
+    merge = read_spec(directory.parent).merge
+    if not merge:
+        return None
+    source = merge["sources"][0]
+    try:
+        return read_spec(source).backbone
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"head=lm_tokens: the merged trunk at {directory} has no LM head and the checkpoint "
+            f"it was merged from ({source}) is gone; its LM head rows cannot be found"
+        ) from err
+
+
 def lm_head_names(spec: BackboneSpec) -> list[str]:
     """Names the LM head's weight may be stored under: the causal LM's own (a tied model's
     input embeddings first), then without the trunk prefix (a trunk saved alone)."""
     with torch.device("meta"):
-        lm = _causal_lm(spec, arch_config(spec))
-    out = lm.get_output_embeddings().weight
-    names = [n for n, p in lm.named_parameters(remove_duplicate=False) if p is out]
+        lm, weight = _causal_lm(spec, arch_config(spec))
+    names = [n for n, p in lm.named_parameters(remove_duplicate=False) if p is weight]
     prefix = f"{lm.base_model_prefix}."
     return [*names, *(n.removeprefix(prefix) for n in names if n.startswith(prefix))]
 

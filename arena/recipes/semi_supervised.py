@@ -52,8 +52,9 @@ def run_rounds(
         twin: experiment -> the overrides that run it on this CPU (empty without ``twins``).
 
     Returns:
-        The summary's stage parts: ``label_correction`` (pooled OOF metrics), ``unlabeled_file``,
-        ``rounds`` (per round: validation metrics on the official fold and its soft labels).
+        The summary's stage parts: ``label_correction`` (pooled OOF metrics),
+        ``unlabeled_file``, ``generate`` (its summary, when generated) and ``rounds`` (per round:
+        validation metrics on the official fold and its soft labels).
     """
     summary: dict[str, Any] = {}
     correction: list[str] = []
@@ -67,6 +68,8 @@ def run_rounds(
                       f"runs: {hydra_value(store)}}}, weight: {lc.weight}}}"]  # fmt: skip
     unlabeled = unlabeled_pairs(recipe, space, run)
     summary["unlabeled_file"] = str(unlabeled)
+    if recipe.generate:  # what generation wrote and dropped (empty, repeated)
+        summary["generate"] = json.loads(unlabeled.with_suffix(".summary.json").read_text())
     experiment = recipe.experiment
     common = [*space.data_args(), f"data.n_folds={recipe.n_folds}", f"data.fold={recipe.fold}",
               "data.val_files=[]", *correction, *twin(experiment), *recipe.train_args]  # fmt: skip
