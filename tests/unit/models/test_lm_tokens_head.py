@@ -275,6 +275,21 @@ def test_trains_lora_only_and_save_load_gives_identical_logits(family: str, tmp_
         assert (logits_of(model) - logits_of(loaded)).abs().max() > 1e-4
 
 
+def test_lora_alone_learns_through_the_frozen_rows(tmp_path: Path) -> None:
+    model = lm_tokens_model(twin("qwen2"), tmp_path, n_classes=2).train()
+    rows = model.head.weight.clone()
+    batch, target = padded(sequences(3) + sequences(4), "left"), torch.tensor([0, 1, 1, 1, 0, 0])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss = torch.nn.functional.cross_entropy(model(*batch), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0] and torch.equal(model.head.weight, rows)
+
+
 def test_full_fine_tunes_and_unreadable_setups_are_refused(tmp_path: Path) -> None:
     cases = [
         ({"lora": None}, "trains LoRA adapters only.*set model.lora"),
