@@ -31,7 +31,8 @@ from tests.conftest import CONF, EXPERIMENTS, ROOT
 #: Besides CPU_SUBSTITUTIONS, all these tests change: the data and how long a run trains.
 FIXTURES: dict[str, str] = {
     "data.train_files": "a 64-pair synthetic file in the layout of the experiment's classes",
-    "data.val_files": "a second 64-pair file (experiments that validate on files of their own)",
+    "data.val_files": "a second 64-pair file (experiments that validate on files of their own, "
+    "or that run without folds and validate on the files users give)",
     "data.synthetic.n": "64 synthetic pairs instead of thousands",
     "data.teachers.*.runs": "a fixture sweep dir per teacher with OOF probabilities of every id",
     "trainer.max_steps": "2 optimizer steps",
@@ -112,7 +113,7 @@ def fixture_overrides(cfg: DictConfig, data_dir: Path) -> tuple[list[str], Path]
         train = write_pairs(table, data_dir / "synthetic.csv", "lmsys")  # keeps turns
         overrides = [f"data.synthetic.n={N_ROWS}"]
     val = train
-    if cfg.data.val_files:
+    if cfg.data.val_files or cfg.data.fold is None:  # no folds: validated on a file
         val = pair_file(data_dir, n_classes, seed=2)
         overrides.append(f"data.val_files=[{val}]")
     for k, teacher in enumerate(cfg.data.teachers):
