@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -98,8 +98,7 @@ def unlabeled_pairs(recipe: DictConfig, space: Workspace, run: StageCommands) ->
     gen = recipe.generate
     out = space.out / "generated" / "unlabeled.parquet"
     if not out.exists():
-        options = OmegaConf.to_container(gen, resolve=True)
-        assert isinstance(options, dict)
+        options = cast(dict[str, Any], OmegaConf.to_container(gen, resolve=True))
         args = [f"{key}={_override(value)}" for key, value in options.items()]
         logs = space.log_dir / "generate"
         run("generate", ["arena.generate", f"prompts_file={hydra_value(space.train_file)}",
