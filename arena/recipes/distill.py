@@ -73,7 +73,7 @@ def run_distill(
     students = folds(recipe.student)
     control = None
     if recipe.control:  # the same student on the labels alone: what the teachers add
-        control = folds(recipe.student, ["data.teachers=[]"], CONTROL_SWEEP)
+        control = folds(recipe.student, ["model=classifier", "data.teachers=[]"], CONTROL_SWEEP)
     merged, quantized, predicted = merge_and_predict(recipe, space, run, students)
     summary: dict[str, Any] = {
         "post_pretrain": {k: v | _post_pretrain_metrics(v["experiment"], space)
