@@ -23,8 +23,8 @@ install: $(STAMP) ## create .venv and install arena with its dev, demo and sweep
 train: $(STAMP) ## run the main job: python -m arena.train (the CPU quickstart); ARGS= adds overrides
 	$(PY) -m arena.train $(ARGS)
 
-test: $(STAMP) ## run the unit and integration tiers (CPU; not the slow and gpu ones)
-	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+test: $(STAMP) ## run the unit and integration tiers (CPU; not the slow and gpu ones), one worker per core
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto -m "not slow and not gpu" $(ARGS)
 
 test-unit: $(STAMP) ## run the unit tier only (tests/unit: one library package each, fast)
 	$(PY) -m pytest tests/unit -m "not slow and not gpu" $(ARGS)
