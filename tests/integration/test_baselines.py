@@ -112,5 +112,7 @@ def test_experiment_and_default_layouts(compose_in) -> None:
     cfg = compose_in(["experiment=siamese_minilm_cpu"])
     assert cfg.model.model_factory.architecture == "siamese" and cfg.data.layout == "siamese"
     assert cfg.backbone.spec.name == "minilm"
-    default = compose_in([])
-    assert default.model.model_factory.architecture == "joint" and default.data.layout == "joint"
+    default = compose_in([])  # the quickstart is a Siamese reward model too
+    assert default.model.model_factory.architecture == default.data.layout == "siamese"
+    joint = compose_in(["experiment=teacher_tiny_llama"])  # model/classifier's default
+    assert joint.model.model_factory.architecture == joint.data.layout == "joint"
