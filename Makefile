@@ -44,7 +44,7 @@ bench: $(STAMP) ## run the benchmark suite (python -m arena.bench)
 gpu-wheels: ## download into .wheels/ what a bare GPU machine lacks for bash .ci/gpu (docs/results/gpu-bench.md)
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_24_x86_64 -d .wheels bitsandbytes==0.50.2 transformers==5.23.0 peft==0.21.2 hydra-core==1.3.8 omegaconf==2.3.1 && $(PYTHON) -m pip wheel -q --no-deps -w .wheels antlr4-python3-runtime==4.9.3
 
-pipeline-smoke: $(STAMP) ## LMSYS 1st place pipeline on tiny CPU models (post-pretraining, teachers, student and its CE-only control, merge, 8-bit; ~9 min): OUT=<dir>
+pipeline-smoke: $(STAMP) ## LMSYS 1st place pipeline on tiny CPU models (post-pretraining, teachers, student and its CE-only control, merge, 8-bit; ~8 min): OUT=<dir>
 	$(PY) -m arena.pipeline output_dir=$(OUT) $(ARGS)
 
 clean: ## remove caches, logs and build outputs (keeps .venv)
