@@ -298,12 +298,11 @@ class Collator:
     """Pads (or with ``pack`` packs, see :func:`pack`) a list of dataset items into a batch.
 
     Items carry ``input_ids`` and optionally ``input_ids_swapped`` (evaluation with both orders:
-    the batch then holds ``2B`` sequences, originals first, and ``2B`` feature rows when items
-    carry ``features_swapped``). Everything else is stacked, one entry per item.
-
-    Siamese items (``input_ids_second``, see :class:`arena.data.dataset.PairDataset`) give twice
-    the sequences: every first side (originals, then swapped ones), then every second side in the
-    same order.
+    the batch then holds ``2B`` sequences, originals first). Siamese items
+    (``input_ids_second``, see :class:`arena.data.dataset.PairDataset`) give twice the
+    sequences: every first side (originals, then swapped ones), then every second side in the
+    same order. ``features`` get one row per sequence, in that order, from the items' matching
+    ``features[_second][_swapped]``. Everything else is stacked, one entry per item.
     """
 
     def __init__(
@@ -318,24 +317,20 @@ class Collator:
         self.pack, self.row_tokens = pack, row_tokens
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        both = "input_ids_swapped" in items[0]
-        siamese = "input_ids_second" in items[0]
-        sides = ["input_ids", "input_ids_second"] if siamese else ["input_ids"]
-        seqs = []
-        for side in sides:
-            seqs += [it[side] for it in items]
-            if both:
-                seqs += [it[f"{side}_swapped"] for it in items]
+        first = items[0]
+        sides = ["", "_second"] if "input_ids_second" in first else [""]
+        orders = ["", "_swapped"] if "input_ids_swapped" in first else [""]
+        keys = [f"{side}{order}" for side in sides for order in orders]
+        seqs = [it[f"input_ids{key}"] for key in keys for it in items]
         if self.pack:
             batch = pack(seqs, self.row_tokens)
         else:
             ids, mask = pad(seqs, self.pad_id, self.side, self.multiple)
             batch = {"input_ids": ids, "attention_mask": mask}
-        for key in items[0]:
-            if key.startswith("input_ids") or key == "features_swapped":
-                continue
-            batch[key] = torch.as_tensor(np.stack([np.asarray(it[key]) for it in items]))
-        if both and "features_swapped" in items[0]:
-            swapped = torch.as_tensor(np.stack([it["features_swapped"] for it in items]))
-            batch["features"] = torch.cat([batch["features"], swapped])
+        for key in first:
+            if not key.startswith(("input_ids", "features")):
+                batch[key] = torch.as_tensor(np.stack([np.asarray(it[key]) for it in items]))
+        if "features" in first:
+            feats = [it[f"features{key}"] for key in keys for it in items]
+            batch["features"] = torch.as_tensor(np.stack(feats))
         return batch

@@ -17,7 +17,9 @@ Layouts (``layout``):
     ``siamese``  two sequences per pair, ``input_ids`` (prompt + first side) and
                  ``input_ids_second`` (prompt + second side), each formatted with the B slot
                  left empty; swapping exchanges them (``pair`` view: ``input_ids_swapped`` and
-                 ``input_ids_second_swapped``).
+                 ``input_ids_second_swapped``). Features come per sequence too: ``features``
+                 as the pair is, ``features_second`` as seen from the second side (the
+                 swapped pair's), and their ``_swapped`` twins.
 """
 
 from __future__ import annotations
@@ -77,8 +79,9 @@ class PairDataset(torch.utils.data.Dataset):
     ):
         if len(arrays.labels) != len(tokens):
             raise ValueError(f"{len(arrays.labels)} label rows for {len(tokens)} tokenized rows")
-        if arrays.features is not None and view != "plain" and swap_features is None:
-            raise ValueError("features with swapped views need swap_features")
+        needs_swap = view != "plain" or layout == "siamese"
+        if arrays.features is not None and swap_features is None and needs_swap:
+            raise ValueError("features with swapped views or siamese sides need swap_features")
         if layout not in ("joint", "siamese"):
             raise ValueError(f"layout {layout!r}; expected 'joint' or 'siamese'")
         self.tokens, self.arrays, self.formatter = tokens, arrays, formatter
@@ -114,6 +117,10 @@ class PairDataset(torch.utils.data.Dataset):
             item["input_ids"], item["input_ids_second"] = first, second
             if self.view == "pair":
                 item["input_ids_swapped"], item["input_ids_second_swapped"] = side_b, side_a
+            if "features" in item:  # the second side sees the pair swapped
+                item["features_second"] = self._swap(item["features"])
+                if self.view == "pair":
+                    item["features_second_swapped"] = self._swap(item["features_swapped"])
             return item
         prompt, a, b = self.tokens.fields(row)
         item["input_ids"] = self.formatter(prompt, a, b, swap=swapped)
@@ -131,9 +138,11 @@ class PairDataset(torch.utils.data.Dataset):
             item["teachers"] = swap_probs(arr.teachers[row]) if swapped else arr.teachers[row]
         if arr.features is not None:
             feats = arr.features[row]
-            item["features"] = (
-                self.swap_features(feats) if swapped and self.swap_features else feats
-            )
-            if self.view == "pair" and self.swap_features is not None:
-                item["features_swapped"] = self.swap_features(feats)
+            item["features"] = self._swap(feats) if swapped else feats
+            if self.view == "pair":
+                item["features_swapped"] = self._swap(feats)
         return item
+
+    def _swap(self, features: np.ndarray) -> np.ndarray:
+        assert self.swap_features is not None  # checked in __init__ wherever a swap is needed
+        return self.swap_features(features)

@@ -10,6 +10,8 @@
     pair_head = make_pair_head("mlp", hidden=384, n_classes=3)  # Siamese: compares two sides
     logits = pair_head(first, second)  # (B, 384), (B, 384) -> (B, 3)
     reward = make_pair_head("linear", hidden=384, n_classes=2)  # Bradley-Terry: r(A) - r(B)
+    reward = make_pair_head("fusion", hidden=384, n_classes=2, n_features=56)
+    logits = reward(first, second, features)  # features (2B, 56): each side's view of its pair
 """
 
 from __future__ import annotations
@@ -108,6 +110,22 @@ def make_head(
         ValueError: Unknown kind, ``n_features`` inconsistent with ``kind``, or a
             ``feature_projection`` without fusion or not positive.
     """
+    net, project = _layers(
+        kind, hidden, n_classes, n_features, mlp_hidden, dropout, feature_projection
+    )
+    return ClassifierHead(kind, net, n_features, project).float()
+
+
+def _layers(
+    kind: HeadKind,
+    hidden: int,
+    n_out: int,
+    n_features: int,
+    mlp_hidden: int,
+    dropout: float,
+    feature_projection: int | None,
+) -> tuple[nn.Module, nn.Module | None]:
+    """The ``net`` and ``project`` of a :class:`ClassifierHead` (see :func:`make_head`)."""
     if kind not in HEAD_KINDS:
         raise ValueError(f"head {kind!r}; expected one of {HEAD_KINDS}")
     if kind == "fusion" and n_features <= 0:
@@ -120,16 +138,15 @@ def make_head(
         )
     project = None if feature_projection is None else nn.Linear(n_features, feature_projection)
     if kind == "linear":
-        net: nn.Module = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_classes))
-    else:
-        net = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(hidden + (feature_projection or n_features), mlp_hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(mlp_hidden, n_classes),
-        )
-    return ClassifierHead(kind, net, n_features, project).float()
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_out)), project
+    net = nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(hidden + (feature_projection or n_features), mlp_hidden),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(mlp_hidden, n_out),
+    )
+    return net, project
 
 
 class PairComparisonHead(nn.Module):
@@ -150,21 +167,26 @@ class PairComparisonHead(nn.Module):
         self.n_classes = n_classes
         self.net = net
 
-    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, first: torch.Tensor, second: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Compute logits.
 
         Args:
             first: (B, H) pooled prompt + A (or the pair's first side).
             second: (B, H) pooled prompt + B.
+            features: None or an empty (2B, 0) tensor: this head reads no features.
 
         Returns:
             (B, C) logits of (A wins, B wins[, tie]).
 
         Raises:
-            ValueError: The two sides' shapes differ.
+            ValueError: The two sides' shapes differ, or features.
         """
         if first.shape != second.shape:
             raise ValueError(f"sides differ: {tuple(first.shape)} vs {tuple(second.shape)}")
+        if features is not None and features.shape[-1] != 0:
+            raise ValueError("a siamese head=mlp (comparison) reads no features; use head=fusion")
         both_orders = torch.cat([first, second]), torch.cat([second, first])  # (2B, H) each
         u, v = both_orders
         scores = self.net(torch.cat([u, v, u - v, u * v], dim=-1))  # (2B, C - 1)
@@ -176,35 +198,54 @@ class PairComparisonHead(nn.Module):
         return torch.cat(logits, dim=-1)
 
 
-class RewardHead(nn.Module):
-    """Bradley-Terry over two pooled sides (Siamese): one scalar reward per side.
+class RewardHead(ClassifierHead):
+    """Bradley-Terry over two pooled sides (Siamese): one scalar reward per side, from the side's
+    pooled state (``linear``) or an MLP over it and the pair's features seen from that side
+    (``fusion``, see :class:`ClassifierHead`).
 
     The A/B logits are ``(r(u) - r(v)) / 2`` and its negative, so ``P(A) = sigmoid(r(u) -
     r(v))``; with 3 classes the tie logit is one learned constant (Davidson's tie model: a tie
-    is likeliest when the rewards are equal). Exchanging u and v swaps the A and B logits
-    exactly.
+    is likeliest when the rewards are equal). A side's features are the pair's features for the
+    first side and the swapped pair's for the second, so exchanging u and v (and with them the
+    feature rows) swaps the A and B logits exactly.
 
     Attributes:
         n_classes: 2 or 3.
-        net: Dropout + linear map (B, H) -> (B, 1), the reward.
         tie: Learned tie logit (used with 3 classes).
+        kind, n_features, net, project: the reward's layers, as in :class:`ClassifierHead`
+            (``net`` outputs one value).
     """
 
-    def __init__(self, net: nn.Module, n_classes: int) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        kind: HeadKind,
+        net: nn.Module,
+        n_classes: int,
+        n_features: int = 0,
+        project: nn.Module | None = None,
+    ) -> None:
+        super().__init__(kind, net, n_features, project)
         self.n_classes = n_classes
-        self.net = net
         self.tie = nn.Parameter(torch.zeros(1)) if n_classes == 3 else None
 
-    def forward(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Compute logits (B, C) of (A wins, B wins[, tie]) from the sides' (B, H) states.
+    def forward(  # type: ignore[override]
+        self, first: torch.Tensor, second: torch.Tensor, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Compute logits (B, C) of (A wins, B wins[, tie]).
+
+        Args:
+            first: (B, H) pooled prompt + A (or the pair's first side).
+            second: (B, H) pooled prompt + B.
+            features: (2B, F) for ``fusion``: rows ``i`` and ``B + i`` are pair i's features
+                seen from its first and from its second side (the swapped pair's).
 
         Raises:
-            ValueError: The two sides' shapes differ.
+            ValueError: The two sides' shapes differ, or features as :class:`ClassifierHead`
+                refuses them.
         """
         if first.shape != second.shape:
             raise ValueError(f"sides differ: {tuple(first.shape)} vs {tuple(second.shape)}")
-        rewards = self.net(torch.cat([first, second]))  # (2B, 1)
+        rewards = super().forward(torch.cat([first, second]), features)  # (2B, 1)
         a = (rewards[: len(first)] - rewards[len(first) :]) / 2  # (B, 1)
         logits = [a, -a]
         if self.tie is not None:
@@ -216,16 +257,21 @@ def make_pair_head(
     kind: HeadKind,
     hidden: int,
     n_classes: int,
+    n_features: int = 0,
     mlp_hidden: int = 256,
     dropout: float = 0.1,
+    feature_projection: int | None = None,
 ) -> PairComparisonHead | RewardHead:
-    """Build a Siamese head ``(first (B, H), second (B, H)) -> (B, C)``.
+    """Build a Siamese head ``(first (B, H), second (B, H)[, features (2B, F)]) -> (B, C)``.
 
     Args:
         kind: ``"linear"``: a :class:`RewardHead` (Bradley-Terry, one linear reward per side);
-            ``"mlp"``: a :class:`PairComparisonHead` (an MLP over ``[u, v, u - v, u * v]``).
+            ``"fusion"``: a :class:`RewardHead` whose reward is an MLP over a side's pooled
+            state and the pair's features seen from that side; ``"mlp"``: a
+            :class:`PairComparisonHead` (an MLP over ``[u, v, u - v, u * v]``).
         hidden: Backbone hidden size H.
         n_classes: 2 or 3.
+        n_features, feature_projection: the fusion reward's features, as in :func:`make_head`.
         mlp_hidden: Width of the MLP's hidden layer.
         dropout: Dropout before each linear layer.
 
@@ -233,15 +279,15 @@ def make_pair_head(
         The head, in float32.
 
     Raises:
-        ValueError: ``n_classes`` not 2 or 3, or ``kind`` not linear/mlp.
+        ValueError: ``n_classes`` not 2 or 3, or features as :func:`make_head` refuses them.
     """
     if n_classes not in (2, 3):
         raise ValueError(f"a pair head needs n_classes 2 or 3, got {n_classes}")
-    if kind == "linear":
-        reward = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
-        return RewardHead(reward, n_classes).float()
     if kind != "mlp":
-        raise ValueError(f"a siamese head is 'linear' (reward) or 'mlp' (comparison), not {kind!r}")
+        net, project = _layers(kind, hidden, 1, n_features, mlp_hidden, dropout, feature_projection)
+        return RewardHead(kind, net, n_classes, n_features, project).float()
+    if n_features or feature_projection is not None:
+        raise ValueError("a siamese head=mlp (comparison) reads no features; use head=fusion")
     net = nn.Sequential(
         nn.Dropout(dropout),
         nn.Linear(4 * hidden, mlp_hidden),

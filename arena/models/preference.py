@@ -11,7 +11,8 @@ model = build_preference_model(spec, n_classes=2, head="lm_tokens", lora=..., ca
 
 architecture="siamese": one shared encoder reads prompt + A and prompt + B separately
 (``input_ids`` (2N, T): first sides, then second sides) and a pair head scores them
-(``head="linear"``: a Bradley-Terry reward per side; ``"mlp"``: a comparison MLP).
+(``head="linear"``: a Bradley-Terry reward per side; ``"fusion"``: the reward of a side's
+state and the pair's features seen from that side; ``"mlp"``: a comparison MLP).
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ class PreferenceModel(nn.Module):
 
 
 class SiamesePreferenceModel(PreferenceModel):
-    """One shared encoder reads prompt + A and prompt + B as two sequences; a
-    :class:`arena.models.heads.PairComparisonHead` compares the two pooled vectors.
+    """One shared encoder reads prompt + A and prompt + B as two sequences; a pair head
+    (:func:`arena.models.heads.make_pair_head`) compares the two pooled vectors.
 
     Its batches (see :class:`arena.data.batching.Collator` with the ``siamese`` layout) hold
     ``2N`` sequences: the first side of N pairs, then their second side. Its A/B logits are
@@ -162,13 +163,15 @@ class SiamesePreferenceModel(PreferenceModel):
                 or rows of 2N packed sequences in that order (``position_ids``,
                 ``seq_ends``: see :meth:`PreferenceModel.forward`).
             attention_mask: (2N, T) 1 for real tokens.
-            features: None or an empty (N, 0) tensor (engineered features are not supported).
+            features: (2N, F) normalised features for a fusion reward, aligned with the
+                sequences: pair i's features seen from its first side, then from its second
+                (the swapped pair's); None for other heads.
 
         Returns:
             (N, C) float32 logits.
 
         Raises:
-            ValueError: An odd number of sequences, or features.
+            ValueError: An odd number of sequences, or features the head cannot read.
         """
         n_seqs = input_ids.shape[0] if seq_ends is None else seq_ends.shape[0]
         if n_seqs % 2:
@@ -176,12 +179,11 @@ class SiamesePreferenceModel(PreferenceModel):
                 f"a siamese batch holds two sequences per pair, got {n_seqs}; "
                 "the data needs data.layout=siamese"
             )
-        if features is not None and features.shape[-1] != 0:
-            raise ValueError("the siamese architecture takes no engineered features")
         pooled = self.encode(input_ids, attention_mask, position_ids, seq_ends)  # (2N, H)
         first, second = pooled.chunk(2)
         with torch.autocast(device_type=pooled.device.type, enabled=False):
-            return self.head(first, second).float()
+            feats = None if features is None else features.to(pooled.dtype)
+            return self.head(first, second, feats).float()
 
 
 def build_preference_model(
@@ -224,8 +226,8 @@ def build_preference_model(
             onto a GPU); a runtime choice, not part of ``config["model"]``.
         architecture: ``"joint"`` (a cross-encoder reads prompt, A and B in one sequence) or
             ``"siamese"`` (:class:`SiamesePreferenceModel`; ``head="linear"`` is a Bradley-Terry
-            reward per side, ``"mlp"`` a comparison MLP, see
-            :func:`arena.models.heads.make_pair_head`).
+            reward per side, ``"fusion"`` that reward from the side's state and features,
+            ``"mlp"`` a comparison MLP, see :func:`arena.models.heads.make_pair_head`).
         feature_projection: A fusion head's feature projection width (Linear, then L2 norm),
             or None, see :func:`arena.models.heads.make_head`.
 
@@ -233,14 +235,12 @@ def build_preference_model(
         The model; trainable parameters are the LoRA weights + head (or everything without LoRA).
 
     Raises:
-        ValueError: Quantization without LoRA, unknown LoRA keys or architecture, a siamese
-            model with features, or an ``lm_tokens`` head it cannot have
+        ValueError: Quantization without LoRA, unknown LoRA keys or architecture, features
+            the head cannot read, or an ``lm_tokens`` head it cannot have
             (:func:`arena.models.lm_head.check_lm_tokens`).
     """
     if architecture not in ("joint", "siamese"):
         raise ValueError(f"architecture {architecture!r}; expected 'joint' or 'siamese'")
-    if architecture == "siamese" and (head == "fusion" or n_features or feature_projection):
-        raise ValueError("architecture=siamese takes no engineered features (head=fusion)")
     if quantization != "none" and lora is None:
         raise ValueError(f"quantization={quantization!r} weights cannot be trained: set model.lora")
     if lora is not None and set(lora) - _LORA_KEYS:
@@ -273,7 +273,9 @@ def build_preference_model(
                 spec, backbone.config, n_classes, cache_dir=cache_dir, meta=meta
             )
         elif architecture == "siamese":
-            head_module = make_pair_head(head, hidden, n_classes, mlp_hidden, head_dropout)
+            head_module = make_pair_head(
+                head, hidden, n_classes, n_features, mlp_hidden, head_dropout, feature_projection
+            )
         else:
             head_module = make_head(
                 head, hidden, n_classes, n_features, mlp_hidden, head_dropout, feature_projection

@@ -281,7 +281,7 @@ def test_preference_model_with_a_projected_feature_branch(cache_dir: Path) -> No
     options = ModelOptions(n_classes=2, head="fusion", n_features=59, feature_projection=8)
     saved = CheckpointSpec(twin("llama"), options).to_dict()
     assert CheckpointSpec.from_dict(saved).model == options  # checkpoints rebuild the branch
-    with pytest.raises(ValueError, match="engineered features"):
+    with pytest.raises(ValueError, match="reads no features"):
         build_preference_model(
             twin("llama"), n_classes=2, architecture="siamese", head="mlp",
             feature_projection=8, cache_dir=cache_dir,
